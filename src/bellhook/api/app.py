@@ -1,0 +1,53 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from bellhook import __version__
+from bellhook.api.errors import install_error_handlers
+from bellhook.api.limits import BodyLimitMiddleware
+from bellhook.api.routers import event_types, health, webhooks
+from bellhook.config import Settings
+from bellhook.domain.destination import Resolver
+from bellhook.runtime import Clock, open_runtime, utc_now
+
+MAX_BODY_BYTES = 1024 * 1024
+
+DESCRIPTION = """
+bellhook delivers Bellamy Book events (posts, comments, reactions, registrations,
+friend requests) to the HTTPS endpoints integrators register, as signed JSON POSTs
+with retries and a delivery log.
+
+Every `/api/*` call needs `Authorization: Bearer <api key>`. Every answer is an
+envelope: `{"success": true, "data": ...}` or
+`{"success": false, "error": {"code", "message", "details"}}`.
+"""
+
+
+def create_app(
+    settings: Settings, *, clock: Clock = utc_now, resolver: Resolver | None = None
+) -> FastAPI:
+    """The app for ``settings``; ``clock`` and ``resolver`` are injectable for tests."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings, clock=clock, resolver=resolver) as rt:
+            app.state.runtime = rt
+            yield
+
+    app = FastAPI(
+        title="bellhook",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(webhooks.router)
+    app.include_router(event_types.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    return app

@@ -1,0 +1,52 @@
+"""FastAPI dependencies: the runtime of this app, and who is calling."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from bellhook.domain.models import Principal
+from bellhook.errors import AuthenticationFailed, PermissionDenied
+from bellhook.runtime import Runtime
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `bellhook keys create`, sent as `Authorization: Bearer <key>`.",
+)
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+
+
+async def principal(
+    request: Request,
+    rt: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        if request.headers.get("authorization"):
+            raise AuthenticationFailed("the Authorization header must be 'Bearer <api key>'")
+        raise AuthenticationFailed("an API key is required: send 'Authorization: Bearer <key>'")
+    caller = await rt.keys.authenticate(credentials.credentials)
+    request.state.principal = caller
+    return caller
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+async def admin(caller: PrincipalDep) -> Principal:
+    if not caller.is_admin:
+        raise PermissionDenied("this route needs an admin API key")
+    return caller
+
+
+AdminDep = Annotated[Principal, Depends(admin)]

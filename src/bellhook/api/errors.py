@@ -1,0 +1,119 @@
+"""One table from errors to HTTP statuses, and the handlers that write the error envelope."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bellhook import errors
+
+log = logging.getLogger("bellhook.api")
+
+STATUS_OF: dict[type[errors.BellhookError], int] = {
+    errors.InvalidInput: 422,
+    errors.LimitExceeded: 422,
+    errors.NotFound: 404,
+    errors.AuthenticationFailed: 401,
+    errors.PermissionDenied: 403,
+    errors.Conflict: 409,
+    errors.RateLimited: 429,
+    errors.StorageUnavailable: 503,
+    errors.ConfigurationError: 500,
+}
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
+    413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
+    429: "rate_limited", 500: "internal_error", 503: "service_unavailable",
+}
+
+
+def status_of(exc: errors.BellhookError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]  # type: ignore[index]
+    return 500
+
+
+def error_response(
+    status: int, code: str, message: str, details: Sequence[dict[str, Any]] = (),
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"success": False, "error": {"code": code, "message": message,
+                                         "details": list(details)}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for err in exc.errors():
+        item: dict[str, Any] = {"field": _field_path(err.get("loc", ())), "message": err["msg"],
+                                "type": err["type"]}
+        details.append(item)
+    return details
+
+
+async def _on_bellhook_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.BellhookError)
+    status = status_of(exc)
+    headers = None
+    if isinstance(exc, errors.RateLimited):
+        headers = {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, errors.AuthenticationFailed):
+        headers = {"WWW-Authenticate": "Bearer"}
+    if status >= 500:
+        log.error("api.error", extra={"code": exc.code, "path": request.url.path})
+    return error_response(status, exc.code, exc.message, exc.details, headers)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = _validation_details(exc)
+    content_type = request.headers.get("content-type", "")
+    if request.method in ("POST", "PUT", "PATCH") and "json" not in content_type and any(
+        d["field"] == "body" for d in details
+    ):
+        return error_response(415, "unsupported_media_type",
+                              "send the request body as JSON with Content-Type: application/json")
+    if any(d["type"] == "json_invalid" for d in details):
+        return error_response(400, "malformed_json", "the request body is not valid JSON",
+                              details)
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    return error_response(422, "validation_error", summary or "the request is not valid",
+                          details)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("api.unhandled_error", extra={"path": request.url.path})
+    return error_response(500, "internal_error",
+                          "bellhook hit an unexpected error; it has been logged")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.BellhookError, _on_bellhook_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

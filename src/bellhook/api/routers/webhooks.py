@@ -1,0 +1,114 @@
+"""/api/webhooks: register, list, read, update, delete webhooks and read their secret."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from bellhook.api.deps import PrincipalDep, RuntimeDep
+from bellhook.api.schemas import (
+    Envelope,
+    ErrorEnvelope,
+    ListEnvelope,
+    OkEnvelope,
+    Pagination,
+    SecretOut,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookOut,
+    WebhookUpdate,
+)
+from bellhook.domain.catalog import normalize_subscription
+from bellhook.domain.credentials import check_webhook_secret, generate_webhook_secret
+from bellhook.domain.models import WebhookStatus
+from bellhook.domain.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor
+from bellhook.runtime import Runtime
+from bellhook.store.webhooks import WebhookChanges
+
+ERRORS = {
+    401: {"model": ErrorEnvelope, "description": "missing, malformed or revoked API key"},
+    404: {"model": ErrorEnvelope, "description": "no such webhook for this owner"},
+    422: {"model": ErrorEnvelope, "description": "invalid input; details name the field"},
+}
+
+router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], responses=ERRORS)
+
+
+async def checked_url(rt: Runtime, url: str) -> str:
+    return await rt.check_destination(url.strip())
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Register a webhook")
+async def create_webhook(
+    body: WebhookCreate, caller: PrincipalDep, rt: RuntimeDep
+) -> Envelope[WebhookCreated]:
+    events = normalize_subscription(body.events)
+    url = await checked_url(rt, body.url)
+    generated = body.secret is None
+    secret = generate_webhook_secret() if body.secret is None else check_webhook_secret(body.secret)
+    webhook = await rt.webhooks.create(
+        caller, url=url, events=events, description=body.description, secret=secret,
+        now=rt.clock(),
+    )
+    out = WebhookCreated(**WebhookOut.of(webhook).model_dump(), secret=secret if generated else None)
+    return Envelope(data=out)
+
+
+@router.get("", summary="List your webhooks, newest first")
+async def list_webhooks(
+    caller: PrincipalDep,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> ListEnvelope[WebhookOut]:
+    page = await rt.webhooks.list(
+        caller, limit=limit, cursor=Cursor.decode(cursor) if cursor else None
+    )
+    return ListEnvelope(
+        data=[WebhookOut.of(w) for w in page.items],
+        pagination=Pagination(next_cursor=page.next_cursor),
+    )
+
+
+@router.get("/{webhook_id}", summary="Read a webhook")
+async def get_webhook(webhook_id: str, caller: PrincipalDep, rt: RuntimeDep) -> Envelope[WebhookOut]:
+    return Envelope(data=WebhookOut.of(await rt.webhooks.get(caller, webhook_id)))
+
+
+async def _update(
+    webhook_id: str, body: WebhookUpdate, caller: PrincipalDep, rt: RuntimeDep
+) -> Envelope[WebhookOut]:
+    await rt.webhooks.get(caller, webhook_id)  # 404 before validating someone else's webhook
+    changes = WebhookChanges(
+        url=await checked_url(rt, body.url) if body.url is not None else None,
+        events=normalize_subscription(body.events) if body.events is not None else None,
+        description=body.description,
+        clear_description="description" in body.model_fields_set and body.description is None,
+        status=WebhookStatus(body.status) if body.status else None,
+    )
+    webhook = await rt.webhooks.update(caller, webhook_id, changes, now=rt.clock())
+    return Envelope(data=WebhookOut.of(webhook))
+
+
+router.add_api_route(
+    "/{webhook_id}", _update, methods=["PUT"], summary="Update a webhook (only the fields sent)",
+)
+router.add_api_route(
+    "/{webhook_id}", _update, methods=["PATCH"], summary="Update a webhook (same as PUT)",
+    operation_id="patch_webhook",
+)
+
+
+@router.delete("/{webhook_id}", summary="Delete a webhook; it stops receiving events at once")
+async def delete_webhook(webhook_id: str, caller: PrincipalDep, rt: RuntimeDep) -> OkEnvelope:
+    await rt.webhooks.delete(caller, webhook_id)
+    return OkEnvelope()
+
+
+@router.get("/{webhook_id}/secret", summary="Read the webhook's signing secret")
+async def get_secret(webhook_id: str, caller: PrincipalDep, rt: RuntimeDep) -> Envelope[SecretOut]:
+    secrets = await rt.webhooks.secrets(caller, webhook_id)
+    now = rt.clock()
+    expires = secrets.previous_expires_at if len(secrets.active(now)) > 1 else None
+    return Envelope(data=SecretOut(secret=secrets.current, previous_secret_expires_at=expires))

@@ -1,0 +1,158 @@
+"""The ``bellhook`` command: serve, worker, migrate, keys."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from bellhook import __version__
+from bellhook.config import Settings
+from bellhook.errors import BellhookError
+from bellhook.logs import configure_logging
+from bellhook.runtime import Runtime, open_runtime, utc_now
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="bellhook", help="bellhook: webhook delivery for Bellamy Book.", no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+err = Console(stderr=True)
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="sqlite:///path.db or postgresql://user@host/db "
+                 "[env BELLHOOK_DATABASE_URL]", show_default=False),
+]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Environment first, then the flags that were given on the command line."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        err.print(f"[red]bellhook: invalid configuration: {problems}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def run_with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with open_runtime(settings) as rt:
+            return await action(rt)
+
+    try:
+        return asyncio.run(main())
+    except BellhookError as exc:
+        err.print(f"[red]bellhook: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="[env BELLHOOK_HOST, default 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="[env BELLHOOK_PORT, default 8080]")] = None,
+    database_url: DatabaseOpt = None,
+    dev: Annotated[bool | None, typer.Option(
+        "--dev", help="development mode: allow http:// and local targets [env BELLHOOK_DEV_MODE]",
+        show_default=False)] = None,
+    worker: Annotated[bool | None, typer.Option(
+        "--worker/--no-worker", help="run the dispatcher in this process [env BELLHOOK_WORKER]",
+        show_default=False)] = None,
+    log_level: Annotated[str | None, typer.Option(help="[env BELLHOOK_LOG_LEVEL]")] = None,
+) -> None:
+    """Serve the HTTP API (and, by default, deliver webhooks)."""
+    import uvicorn
+
+    from bellhook.api.app import create_app
+
+    settings = load_settings(host=host, port=port, database_url=database_url, dev_mode=dev,
+                             worker=worker, log_level=log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None,
+        proxy_headers=False, server_header=False, timeout_graceful_shutdown=int(
+            settings.shutdown_grace),
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def migrate(database_url: DatabaseOpt = None) -> None:
+    """Bring the database schema up to date (serve and worker also do this on start)."""
+    settings = load_settings(database_url=database_url)
+
+    async def done(rt: Runtime) -> None:
+        return None
+
+    run_with_runtime(settings, done)
+    typer.echo("database is up to date")
+
+
+@app.command()
+def version() -> None:
+    """Print bellhook's version."""
+    typer.echo(__version__)
+
+
+@keys_app.command("create")
+def keys_create(
+    owner: Annotated[str, typer.Option(help="owner id the key acts for", min=1)],
+    admin: Annotated[bool, typer.Option("--admin", help="may publish events and manage all "
+                                        "webhooks")] = False,
+    name: Annotated[str | None, typer.Option(help="a label for the key")] = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Create an API key; the key itself is printed alone on the last line."""
+    if not owner.strip() or len(owner) > 255:
+        err.print("[red]bellhook: --owner must be 1 to 255 characters[/red]")
+        raise typer.Exit(2)
+    settings = load_settings(database_url=database_url)
+
+    async def create(rt: Runtime) -> tuple[str, str]:
+        key, token = await rt.keys.create(owner, is_admin=admin, name=name, now=utc_now())
+        return key.id, token
+
+    key_id, token = run_with_runtime(settings, create)
+    kind = "admin key" if admin else "key"
+    typer.echo(f"created {kind} {key_id} for owner {owner}; store it now, it is shown only once:")
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(
+    owner: Annotated[str | None, typer.Option(help="only this owner's keys")] = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """List API keys (never the keys themselves)."""
+    settings = load_settings(database_url=database_url)
+    keys = run_with_runtime(settings, lambda rt: rt.keys.list(owner))
+    table = Table("id", "owner", "admin", "name", "created", "revoked")
+    for k in keys:
+        table.add_row(k.id, k.owner_id, "yes" if k.is_admin else "", k.name or "",
+                      k.created_at.isoformat(timespec="seconds"),
+                      k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
+    Console(width=200).print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, database_url: DatabaseOpt = None) -> None:
+    """Revoke an API key: calls with it get 401 from now on."""
+    settings = load_settings(database_url=database_url)
+    run_with_runtime(settings, lambda rt: rt.keys.revoke(key_id, now=utc_now()))
+    typer.echo(f"revoked {key_id}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,84 @@
+"""Settings, read once at the edge into one frozen object that is passed down.
+
+Every field is settable as an environment variable with the ``BELLHOOK_`` prefix
+(``BELLHOOK_DATABASE_URL``, ``BELLHOOK_PORT`` …) and most as CLI flags of
+``bellhook serve``. Nothing here runs at import time: call ``Settings()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BELLHOOK_", frozen=True, extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./bellhook.db",
+        description="sqlite:///path/to.db or postgresql://user@host:5432/db",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    dev_mode: bool = Field(
+        default=False, description="allow http:// and loopback/private targets (never in production)"
+    )
+    allowed_networks: str = Field(
+        default="", description="comma-separated CIDRs of private networks webhooks may target"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+
+    # Delivery
+    worker: bool = Field(default=True, description="run the dispatcher inside `serve`")
+    delivery_timeout: float = Field(default=15.0, gt=0, le=300)
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    max_concurrency: int = Field(default=512, ge=1)
+    per_webhook_concurrency: int = Field(default=16, ge=1)
+    claim_batch: int = Field(default=256, ge=1)
+    poll_interval: float = Field(default=0.5, gt=0, description="idle poll of the queue (s)")
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    auto_disable_after: float = Field(
+        default=5 * 24 * 3600.0, gt=0, description="seconds of only failures before disabling"
+    )
+    retention_days: float = Field(default=30.0, gt=0)
+
+    # Limits
+    max_webhooks_per_owner: int = Field(default=100, ge=1)
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            try:
+                value = tuple(float(p) for p in parts)
+            except ValueError as exc:
+                raise ValueError(
+                    "BELLHOOK_RETRY_SCHEDULE must be comma-separated seconds, e.g. 5,300,1800"
+                ) from exc
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(step < 0 for step in value):
+            raise ValueError("retry delays must not be negative")
+        return value
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_schedule) + 1
+
+    def sqlite_path(self) -> Path | None:
+        """The file of an SQLite URL, None for other databases."""
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix):
+            return Path(self.database_url[len(prefix) :].split("?", 1)[0])
+        return None

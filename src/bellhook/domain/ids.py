@@ -1,0 +1,26 @@
+"""Opaque, prefixed, time-ordered identifiers (``wh_…``, ``evt_…``, ``dlv_…``).
+
+The time prefix keeps ids roughly sortable by creation, which makes pagination
+cursors and B-tree inserts cheap; the random tail makes them unguessable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(number: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        number, rem = divmod(number, 36)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def new_id(prefix: str, *, now_ns: int | None = None) -> str:
+    micros = (now_ns if now_ns is not None else time.time_ns()) // 1000
+    # 11 base-36 digits of microseconds last until the year 3700; 14 random chars ≈ 72 bits.
+    return f"{prefix}_{_base36(micros, 11)}{_base36(secrets.randbits(72), 14)}"

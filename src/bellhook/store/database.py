@@ -1,0 +1,113 @@
+"""The database handle: engine creation from a user's URL, transactions, migrations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from bellhook.errors import ConfigurationError, StorageUnavailable
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+
+
+def async_url(database_url: str) -> URL:
+    """Turn ``sqlite:///x.db`` or ``postgresql://u@h/db`` into the URL of its async driver."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"BELLHOOK_DATABASE_URL is not a database URL: {exc}") from exc
+    backend = url.drivername.split("+", 1)[0]
+    if backend not in _ASYNC_DRIVERS:
+        raise ConfigurationError(
+            f"unsupported database {backend!r}: use sqlite:///path.db or postgresql://..."
+        )
+    return url.set(drivername=_ASYNC_DRIVERS[backend])
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling is off, so that we can say BEGIN IMMEDIATE
+    # for writes: a deferred transaction that later writes can fail with SQLITE_BUSY
+    # instead of waiting for the lock.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "")
+    conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+class Database:
+    """Owns the engine. Open it in a lifespan, close it at shutdown."""
+
+    def __init__(self, database_url: str, *, echo: bool = False) -> None:
+        self.url = async_url(database_url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo}
+        if not self.is_sqlite:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that will write: committed on success, rolled back on error."""
+        try:
+            async with self.engine.connect() as conn:
+                if self.is_sqlite:
+                    await conn.execution_options(sqlite_begin="IMMEDIATE")
+                async with conn.begin():
+                    yield conn
+        except (OperationalError, OSError) as exc:
+            raise StorageUnavailable("the database is unavailable, try again shortly") from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (a consistent snapshot)."""
+        try:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except (OperationalError, OSError) as exc:
+            raise StorageUnavailable("the database is unavailable, try again shortly") from exc
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (DBAPIError, OSError):
+            return False
+        return True
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (safe with many processes)."""
+        from bellhook.store.migrate import upgrade_connection
+
+        async with self.write() as conn:
+            if self.dialect == "postgresql":
+                # One migrator at a time across processes; released at commit.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(72217301)"))
+            await conn.run_sync(upgrade_connection)
+
+    async def close(self) -> None:
+        await self.engine.dispose()

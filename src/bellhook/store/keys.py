@@ -1,0 +1,70 @@
+"""API keys: issue, look up for authentication, list, revoke."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from bellhook.domain.credentials import IssuedKey, issue_key, key_id_of, token_matches
+from bellhook.domain.models import ApiKey, Principal
+from bellhook.errors import AuthenticationFailed, NotFound
+from bellhook.store.database import Database
+from bellhook.store.rows import to_api_key
+from bellhook.store.tables import api_keys
+
+
+class KeyRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self, owner_id: str, *, is_admin: bool, name: str | None, now: datetime
+    ) -> tuple[ApiKey, str]:
+        """Store a new key; returns it with its token, which is never stored in clear."""
+        issued: IssuedKey = issue_key()
+        async with self.db.write() as conn:
+            await conn.execute(
+                api_keys.insert().values(
+                    id=issued.key_id, owner_id=owner_id, is_admin=is_admin, name=name,
+                    key_hash=issued.key_hash, created_at=now,
+                )
+            )
+        key = ApiKey(issued.key_id, owner_id, is_admin, name, now, None, None)
+        return key, issued.token
+
+    async def authenticate(self, token: str) -> Principal:
+        key_id = key_id_of(token)
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(api_keys.c.owner_id, api_keys.c.is_admin, api_keys.c.key_hash,
+                           api_keys.c.revoked_at).where(api_keys.c.id == key_id)
+                )
+            ).first()
+        if row is None or not token_matches(token, row.key_hash):
+            raise AuthenticationFailed("the API key is not valid")
+        if row.revoked_at is not None:
+            raise AuthenticationFailed("the API key has been revoked")
+        return Principal(key_id=key_id, owner_id=row.owner_id, is_admin=bool(row.is_admin))
+
+    async def list(self, owner_id: str | None = None) -> list[ApiKey]:
+        query = select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id.desc())
+        if owner_id is not None:
+            query = query.where(api_keys.c.owner_id == owner_id)
+        async with self.db.read() as conn:
+            return [to_api_key(r) for r in (await conn.execute(query)).all()]
+
+    async def revoke(self, key_id: str, *, now: datetime) -> None:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            if result.rowcount == 0:
+                exists = (
+                    await conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id))
+                ).first()
+                if exists is None:
+                    raise NotFound(f"no API key with id {key_id!r}")

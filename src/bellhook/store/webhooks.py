@@ -1,0 +1,175 @@
+"""Webhooks: the owner-scoped repository behind the management API."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, func, select, true, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bellhook.domain.ids import new_id
+from bellhook.domain.models import Principal, Webhook, WebhookSecrets, WebhookStatus
+from bellhook.domain.paging import Cursor, Page
+from bellhook.errors import LimitExceeded, NotFound
+from bellhook.store.database import Database
+from bellhook.store.rows import to_webhook
+from bellhook.store.tables import attempts, deliveries, webhooks
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookChanges:
+    """Fields a PUT/PATCH sets; None means "leave as it is"."""
+
+    url: str | None = None
+    events: tuple[str, ...] | None = None
+    description: str | None = None
+    status: WebhookStatus | None = None
+    clear_description: bool = False
+
+
+def _visible_to(principal: Principal) -> ColumnElement[bool]:
+    # Admin keys manage every webhook; other owners see only their own (and get 404 otherwise).
+    return true() if principal.is_admin else webhooks.c.owner_id == principal.owner_id
+
+
+class WebhookRepository:
+    def __init__(self, db: Database, *, max_per_owner: int) -> None:
+        self.db = db
+        self.max_per_owner = max_per_owner
+
+    async def create(
+        self, principal: Principal, *, url: str, events: tuple[str, ...],
+        description: str | None, secret: str, now: datetime,
+    ) -> Webhook:
+        webhook_id = new_id("wh")
+        async with self.db.write() as conn:
+            count = (
+                await conn.execute(
+                    select(func.count()).select_from(webhooks)
+                    .where(webhooks.c.owner_id == principal.owner_id)
+                )
+            ).scalar_one()
+            if count >= self.max_per_owner:
+                raise LimitExceeded(
+                    f"an owner may have at most {self.max_per_owner} webhooks; "
+                    "delete one or raise BELLHOOK_MAX_WEBHOOKS_PER_OWNER",
+                    details=[{"limit": self.max_per_owner}],
+                )
+            await conn.execute(
+                webhooks.insert().values(
+                    id=webhook_id, owner_id=principal.owner_id, admin_owned=principal.is_admin,
+                    url=url, events=json.dumps(list(events)), description=description,
+                    status=WebhookStatus.ACTIVE.value, secret=secret, created_at=now,
+                    updated_at=now,
+                )
+            )
+        return Webhook(
+            id=webhook_id, owner_id=principal.owner_id, admin_owned=principal.is_admin, url=url,
+            events=events, description=description, status=WebhookStatus.ACTIVE,
+            disabled_reason=None, created_at=now, updated_at=now,
+        )
+
+    async def get(self, principal: Principal, webhook_id: str) -> Webhook:
+        async with self.db.read() as conn:
+            return await self._get(conn, principal, webhook_id)
+
+    async def _get(self, conn: AsyncConnection, principal: Principal, webhook_id: str) -> Webhook:
+        row = (
+            await conn.execute(
+                select(webhooks).where(webhooks.c.id == webhook_id, _visible_to(principal))
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"no webhook with id {webhook_id!r}")
+        return to_webhook(row)
+
+    async def list(
+        self, principal: Principal, *, limit: int, cursor: Cursor | None
+    ) -> Page[Webhook]:
+        query = (
+            select(webhooks)
+            .where(webhooks.c.owner_id == principal.owner_id)
+            .order_by(webhooks.c.created_at.desc(), webhooks.c.id.desc())
+            .limit(limit + 1)
+        )
+        if cursor is not None:
+            query = query.where(
+                tuple_(webhooks.c.created_at, webhooks.c.id) < tuple_(cursor.created_at, cursor.id)
+            )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [to_webhook(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = Cursor(items[-1].created_at, items[-1].id).encode() if more else None
+        return Page(items, next_cursor)
+
+    async def update(
+        self, principal: Principal, webhook_id: str, changes: WebhookChanges, *, now: datetime
+    ) -> Webhook:
+        values: dict[str, Any] = {"updated_at": now}
+        if changes.url is not None:
+            values["url"] = changes.url
+        if changes.events is not None:
+            values["events"] = json.dumps(list(changes.events))
+        if changes.description is not None or changes.clear_description:
+            values["description"] = changes.description
+        if changes.status is WebhookStatus.ACTIVE:
+            values.update(status="active", disabled_reason=None, failing_since=None)
+        elif changes.status is WebhookStatus.DISABLED:
+            values.update(status="disabled", disabled_reason="disabled by its owner")
+        async with self.db.write() as conn:
+            await self._get(conn, principal, webhook_id)
+            if changes.status is WebhookStatus.DISABLED:
+                current = await self._get(conn, principal, webhook_id)
+                if current.status is WebhookStatus.DISABLED:
+                    values.pop("disabled_reason")  # keep the original reason
+            await conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(values))
+            return await self._get(conn, principal, webhook_id)
+
+    async def delete(self, principal: Principal, webhook_id: str) -> None:
+        async with self.db.write() as conn:
+            await self._get(conn, principal, webhook_id)
+            await conn.execute(delete(attempts).where(attempts.c.webhook_id == webhook_id))
+            await conn.execute(delete(deliveries).where(deliveries.c.webhook_id == webhook_id))
+            await conn.execute(delete(webhooks).where(webhooks.c.id == webhook_id))
+
+    async def secrets(self, principal: Principal, webhook_id: str) -> WebhookSecrets:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(webhooks.c.secret, webhooks.c.previous_secret,
+                           webhooks.c.previous_secret_expires_at)
+                    .where(webhooks.c.id == webhook_id, _visible_to(principal))
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"no webhook with id {webhook_id!r}")
+        return WebhookSecrets(row.secret, row.previous_secret, row.previous_secret_expires_at)
+
+    async def rotate_secret(
+        self, principal: Principal, webhook_id: str, *, new_secret: str, grace: timedelta,
+        now: datetime,
+    ) -> WebhookSecrets:
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    select(webhooks.c.secret)
+                    .where(webhooks.c.id == webhook_id, _visible_to(principal))
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no webhook with id {webhook_id!r}")
+            keep_old = grace.total_seconds() > 0
+            await conn.execute(
+                update(webhooks).where(webhooks.c.id == webhook_id).values(
+                    secret=new_secret,
+                    previous_secret=row.secret if keep_old else None,
+                    previous_secret_expires_at=now + grace if keep_old else None,
+                    updated_at=now,
+                )
+            )
+        return WebhookSecrets(new_secret, row.secret if keep_old else None,
+                              now + grace if keep_old else None)
