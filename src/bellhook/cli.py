@@ -20,7 +20,9 @@ from bellhook.runtime import Runtime, open_runtime, utc_now
 T = TypeVar("T")
 
 app = typer.Typer(
-    name="bellhook", help="bellhook: webhook delivery for Bellamy Book.", no_args_is_help=True,
+    name="bellhook",
+    help="bellhook: webhook delivery for Bellamy Book.",
+    no_args_is_help=True,
     add_completion=False,
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -29,8 +31,11 @@ err = Console(stderr=True)
 
 DatabaseOpt = Annotated[
     str | None,
-    typer.Option("--database-url", help="sqlite:///path.db or postgresql://user@host/db "
-                 "[env BELLHOOK_DATABASE_URL]", show_default=False),
+    typer.Option(
+        "--database-url",
+        help="sqlite:///path.db or postgresql://user@host/db [env BELLHOOK_DATABASE_URL]",
+        show_default=False,
+    ),
 ]
 
 
@@ -64,12 +69,22 @@ def serve(
     host: Annotated[str | None, typer.Option(help="[env BELLHOOK_HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="[env BELLHOOK_PORT, default 8080]")] = None,
     database_url: DatabaseOpt = None,
-    dev: Annotated[bool | None, typer.Option(
-        "--dev", help="development mode: allow http:// and local targets [env BELLHOOK_DEV_MODE]",
-        show_default=False)] = None,
-    worker: Annotated[bool | None, typer.Option(
-        "--worker/--no-worker", help="run the dispatcher in this process [env BELLHOOK_WORKER]",
-        show_default=False)] = None,
+    dev: Annotated[
+        bool | None,
+        typer.Option(
+            "--dev",
+            help="development mode: allow http:// and local targets [env BELLHOOK_DEV_MODE]",
+            show_default=False,
+        ),
+    ] = None,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="run the dispatcher in this process [env BELLHOOK_WORKER]",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="[env BELLHOOK_LOG_LEVEL]")] = None,
 ) -> None:
     """Serve the HTTP API (and, by default, deliver webhooks)."""
@@ -77,15 +92,56 @@ def serve(
 
     from bellhook.api.app import create_app
 
-    settings = load_settings(host=host, port=port, database_url=database_url, dev_mode=dev,
-                             worker=worker, log_level=log_level)
+    settings = load_settings(
+        host=host,
+        port=port,
+        database_url=database_url,
+        dev_mode=dev,
+        worker=worker,
+        log_level=log_level,
+    )
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None,
-        proxy_headers=False, server_header=False, timeout_graceful_shutdown=int(
-            settings.shutdown_grace),
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace),
     )
     uvicorn.Server(config).run()
+
+
+@app.command()
+def worker(
+    database_url: DatabaseOpt = None,
+    dev: Annotated[
+        bool | None,
+        typer.Option(
+            "--dev",
+            help="development mode: allow http:// and local targets [env BELLHOOK_DEV_MODE]",
+            show_default=False,
+        ),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="[env BELLHOOK_LOG_LEVEL]")] = None,
+) -> None:
+    """Deliver webhooks without serving the API (run `serve --no-worker` beside it)."""
+    import signal
+
+    from bellhook.delivery.dispatcher import Dispatcher
+
+    settings = load_settings(database_url=database_url, dev_mode=dev, log_level=log_level)
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def deliver(rt: Runtime) -> None:
+        dispatcher = Dispatcher(rt, rt.sender)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, dispatcher.stop)
+        await dispatcher.run()
+
+    run_with_runtime(settings, deliver)
 
 
 @app.command()
@@ -109,8 +165,9 @@ def version() -> None:
 @keys_app.command("create")
 def keys_create(
     owner: Annotated[str, typer.Option(help="owner id the key acts for", min=1)],
-    admin: Annotated[bool, typer.Option("--admin", help="may publish events and manage all "
-                                        "webhooks")] = False,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="may publish events and manage all webhooks")
+    ] = False,
     name: Annotated[str | None, typer.Option(help="a label for the key")] = None,
     database_url: DatabaseOpt = None,
 ) -> None:
@@ -140,9 +197,14 @@ def keys_list(
     keys = run_with_runtime(settings, lambda rt: rt.keys.list(owner))
     table = Table("id", "owner", "admin", "name", "created", "revoked")
     for k in keys:
-        table.add_row(k.id, k.owner_id, "yes" if k.is_admin else "", k.name or "",
-                      k.created_at.isoformat(timespec="seconds"),
-                      k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
+        table.add_row(
+            k.id,
+            k.owner_id,
+            "yes" if k.is_admin else "",
+            k.name or "",
+            k.created_at.isoformat(timespec="seconds"),
+            k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+        )
     Console(width=200).print(table)
 
 

@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     dev_mode: bool = Field(
-        default=False, description="allow http:// and loopback/private targets (never in production)"
+        default=False,
+        description="allow http:// and loopback/private targets (never in production)",
     )
     allowed_networks: str = Field(
         default="", description="comma-separated CIDRs of private networks webhooks may target"

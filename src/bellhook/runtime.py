@@ -6,15 +6,19 @@ here exists before ``open_runtime`` is entered.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bellhook.config import Settings
-from bellhook.delivery.resolver import SystemResolver
+from bellhook.delivery.resolver import DestinationGuard
+from bellhook.delivery.sender import Sender
 from bellhook.domain.destination import DestinationPolicy, Resolver, parse_networks
 from bellhook.store.database import Database
+from bellhook.store.deliveries import DeliveryRepository
+from bellhook.store.events import EventRepository
 from bellhook.store.keys import KeyRepository
 from bellhook.store.webhooks import WebhookRepository
 
@@ -31,13 +35,18 @@ class Runtime:
     db: Database
     keys: KeyRepository
     webhooks: WebhookRepository
+    events: EventRepository
+    deliveries: DeliveryRepository
+    guard: DestinationGuard
+    sender: Sender
     clock: Clock
-    policy: DestinationPolicy
-    resolver: Resolver
+    # Set when there may be new work for a dispatcher in this process (new events,
+    # freed slots); saves waiting for the next poll.
+    work_available: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def check_destination(self, url: str) -> str:
         """The URL as stored, once it and every address it resolves to pass the policy."""
-        await self.policy.check_resolved(url, self.resolver)
+        await self.guard.check_registration(url)
         return url
 
 
@@ -49,24 +58,35 @@ def destination_policy(settings: Settings) -> DestinationPolicy:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, migrate: bool = True, clock: Clock = utc_now,
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    clock: Clock = utc_now,
     resolver: Resolver | None = None,
 ) -> AsyncIterator[Runtime]:
     path = settings.sqlite_path()
-    if path is not None and path.parent != path:
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+    guard = DestinationGuard(destination_policy(settings), resolver)
     db = Database(settings.database_url)
+    sender = Sender(
+        guard, timeout=settings.delivery_timeout, max_connections=settings.max_concurrency
+    )
     try:
         if migrate:
             await db.migrate()
+        await sender.open()
         yield Runtime(
             settings=settings,
             db=db,
             keys=KeyRepository(db),
             webhooks=WebhookRepository(db, max_per_owner=settings.max_webhooks_per_owner),
+            events=EventRepository(db),
+            deliveries=DeliveryRepository(db),
+            guard=guard,
+            sender=sender,
             clock=clock,
-            policy=destination_policy(settings),
-            resolver=resolver or SystemResolver(),
         )
     finally:
+        await sender.close()
         await db.close()

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
 from bellhook import __version__
 from bellhook.api.errors import install_error_handlers
 from bellhook.api.limits import BodyLimitMiddleware
-from bellhook.api.routers import event_types, health, webhooks
+from bellhook.api.routers import deliveries, event_types, events, health, webhooks
 from bellhook.config import Settings
+from bellhook.delivery.dispatcher import running_dispatcher
 from bellhook.domain.destination import Resolver
 from bellhook.runtime import Clock, open_runtime, utc_now
 
 MAX_BODY_BYTES = 1024 * 1024
+log = structlog.get_logger("bellhook.api")
 
 DESCRIPTION = """
 bellhook delivers Bellamy Book events (posts, comments, reactions, registrations,
@@ -37,7 +40,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings, clock=clock, resolver=resolver) as rt:
             app.state.runtime = rt
-            yield
+            if settings.dev_mode:
+                log.warning(
+                    "security.dev_mode",
+                    message="DEVELOPMENT MODE: http:// and loopback/private webhook targets "
+                    "are allowed. Never run production like this.",
+                )
+            if not settings.worker:
+                yield
+                return
+            async with running_dispatcher(rt):
+                yield
 
     app = FastAPI(
         title="bellhook",
@@ -47,6 +60,8 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(webhooks.router)
+    app.include_router(deliveries.router)
+    app.include_router(events.router)
     app.include_router(event_types.router)
     app.include_router(health.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)

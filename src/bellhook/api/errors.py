@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,27 +28,38 @@ STATUS_OF: dict[type[errors.BellhookError], int] = {
 }
 
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
-    413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
-    429: "rate_limited", 500: "internal_error", 503: "service_unavailable",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
 }
 
 
 def status_of(exc: errors.BellhookError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return 500
 
 
 def error_response(
-    status: int, code: str, message: str, details: Sequence[dict[str, Any]] = (),
-    headers: dict[str, str] | None = None,
+    status: int,
+    code: str,
+    message: str,
+    details: Sequence[dict[str, Any]] = (),
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"success": False, "error": {"code": code, "message": message,
-                                         "details": list(details)}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = {"success": False, "error": {"code": code, "message": message, "details": list(details)}}
+    return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
 
 
 def _field_path(loc: Sequence[int | str]) -> str:
@@ -59,8 +70,11 @@ def _field_path(loc: Sequence[int | str]) -> str:
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for err in exc.errors():
-        item: dict[str, Any] = {"field": _field_path(err.get("loc", ())), "message": err["msg"],
-                                "type": err["type"]}
+        item: dict[str, Any] = {
+            "field": _field_path(err.get("loc", ())),
+            "message": err["msg"],
+            "type": err["type"],
+        }
         details.append(item)
     return details
 
@@ -82,17 +96,20 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     assert isinstance(exc, RequestValidationError)
     details = _validation_details(exc)
     content_type = request.headers.get("content-type", "")
-    if request.method in ("POST", "PUT", "PATCH") and "json" not in content_type and any(
-        d["field"] == "body" for d in details
+    if (
+        request.method in ("POST", "PUT", "PATCH")
+        and "json" not in content_type
+        and any(d["field"] == "body" for d in details)
     ):
-        return error_response(415, "unsupported_media_type",
-                              "send the request body as JSON with Content-Type: application/json")
+        return error_response(
+            415,
+            "unsupported_media_type",
+            "send the request body as JSON with Content-Type: application/json",
+        )
     if any(d["type"] == "json_invalid" for d in details):
-        return error_response(400, "malformed_json", "the request body is not valid JSON",
-                              details)
+        return error_response(400, "malformed_json", "the request body is not valid JSON", details)
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-    return error_response(422, "validation_error", summary or "the request is not valid",
-                          details)
+    return error_response(422, "validation_error", summary or "the request is not valid", details)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -108,8 +125,9 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("api.unhandled_error", extra={"path": request.url.path})
-    return error_response(500, "internal_error",
-                          "bellhook hit an unexpected error; it has been logged")
+    return error_response(
+        500, "internal_error", "bellhook hit an unexpected error; it has been logged"
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -16,12 +16,16 @@ class BodyTooLarge(Exception):
 
 
 def _envelope_413(limit: int) -> bytes:
-    return json.dumps({
-        "success": False,
-        "error": {"code": "payload_too_large",
-                  "message": f"the request body is larger than {limit} bytes",
-                  "details": [{"limit": limit}]},
-    }).encode()
+    return json.dumps(
+        {
+            "success": False,
+            "error": {
+                "code": "payload_too_large",
+                "message": f"the request body is larger than {limit} bytes",
+                "details": [{"limit": limit}],
+            },
+        }
+    ).encode()
 
 
 class BodyLimitMiddleware:
@@ -68,8 +72,15 @@ class BodyLimitMiddleware:
 
     async def _reject(self, send: Send) -> None:
         body = _envelope_413(self.max_bytes)
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

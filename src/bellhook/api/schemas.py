@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
@@ -10,13 +10,9 @@ from pydantic.alias_generators import to_camel
 
 from bellhook.domain.catalog import EventType
 from bellhook.domain.models import Webhook
+from bellhook.domain.timefmt import iso_utc
 
 T = TypeVar("T")
-
-
-def iso_utc(value: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``, as the guide writes timestamps."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 Timestamp = Annotated[datetime, PlainSerializer(iso_utc, return_type=str)]
@@ -65,7 +61,9 @@ class ErrorEnvelope(ApiModel):
 
 # --- webhooks --------------------------------------------------------------------------
 
-Url = Annotated[str, Field(min_length=1, max_length=2048, examples=["https://your-app.com/webhook"])]
+Url = Annotated[
+    str, Field(min_length=1, max_length=2048, examples=["https://your-app.com/webhook"])
+]
 EventNames = Annotated[
     list[Annotated[str, Field(max_length=128)]],
     Field(min_length=1, max_length=50, examples=[["post.created", "comment.created"]]),
@@ -78,7 +76,7 @@ class WebhookCreate(RequestModel):
     url: Url
     events: EventNames
     secret: Secret | None = Field(
-        default=None, description="16–256 characters; generated (whsec_…) when absent"
+        default=None, description="16 to 256 characters; generated (whsec_...) when absent"
     )
     description: Description | None = None
 
@@ -103,9 +101,13 @@ class WebhookOut(ApiModel):
     @classmethod
     def of(cls, webhook: Webhook) -> WebhookOut:
         return cls(
-            id=webhook.id, url=webhook.url, events=list(webhook.events),
-            status=webhook.status.value, description=webhook.description,
-            disabled_reason=webhook.disabled_reason, created_at=webhook.created_at,
+            id=webhook.id,
+            url=webhook.url,
+            events=list(webhook.events),
+            status=webhook.status.value,
+            description=webhook.description,
+            disabled_reason=webhook.disabled_reason,
+            created_at=webhook.created_at,
             updated_at=webhook.updated_at,
         )
 
@@ -129,7 +131,8 @@ class EventTypeOut(ApiModel):
     @classmethod
     def of(cls, event_type: EventType) -> EventTypeOut:
         return cls(
-            name=event_type.name, description=event_type.description,
+            name=event_type.name,
+            description=event_type.description,
             example=dict(event_type.example),
         )
 
@@ -138,3 +141,91 @@ class Health(ApiModel):
     status: Literal["ok"]
     database: Literal["ok"]
     version: str
+
+
+# --- events ----------------------------------------------------------------------------
+
+EventId = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+
+
+class EventIn(RequestModel):
+    event: str = Field(max_length=128, examples=["post.created"])
+    data: dict[str, Any] = Field(
+        examples=[{"id": "post-id", "content": "Post content", "authorId": "user-id"}]
+    )
+    id: EventId | None = Field(
+        default=None, description="your id for the event: posting it again is a no-op"
+    )
+    timestamp: datetime | None = Field(default=None, description="ISO 8601; default: now")
+    audience: list[Annotated[str, Field(min_length=1, max_length=255)]] | Literal["*"] | None = (
+        Field(
+            default=None,
+            max_length=10_000,
+            description='owner ids that may receive the event, or "*" for every owner; '
+            "absent: only webhooks of admin keys",
+        )
+    )
+
+
+class EventAccepted(ApiModel):
+    id: str
+    deliveries: int = Field(description="deliveries scheduled for this event")
+    duplicate: bool = Field(default=False, description="the id was accepted before")
+
+
+# --- deliveries ------------------------------------------------------------------------
+
+
+class AttemptOut(ApiModel):
+    id: str
+    number: int
+    manual: bool
+    started_at: Timestamp
+    status_code: int | None
+    latency_ms: float
+    error: str | None = Field(
+        description="error kind: timeout, connection, dns, tls, "
+        "http_status, redirect, too_large, blocked_destination"
+    )
+    error_message: str | None
+    response_body: str | None = Field(description="first 4 KiB of the response body")
+
+
+class DeliveryOut(ApiModel):
+    id: str
+    event_id: str
+    event: str
+    status: Literal["pending", "succeeded", "failed"]
+    attempt_count: int
+    next_attempt_at: Timestamp | None
+    last_status_code: int | None
+    last_error: str | None
+    test: bool
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class DeliveryDetail(DeliveryOut):
+    attempts: list[AttemptOut]
+
+
+class RecoverIn(RequestModel):
+    since: datetime = Field(description="resend failed deliveries created since this time")
+
+
+class RecoverOut(ApiModel):
+    resent: int
+
+
+class TestIn(RequestModel):
+    event: str = Field(default="post.created", max_length=128)
+
+
+class AttemptOutcome(ApiModel):
+    delivery_id: str
+    event_id: str
+    success: bool
+    status_code: int | None
+    latency_ms: float
+    error: str | None
+    error_message: str | None

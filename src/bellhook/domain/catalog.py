@@ -23,14 +23,24 @@ _EVENT_TYPES = (
     EventType(
         "post.created",
         "A user published a new post.",
-        {"id": "post_8f14e45f", "content": "Hello, Bellamy Book!", "authorId": "user_c4ca4238",
-         "visibility": "public", "createdAt": "2024-01-01T00:00:00Z"},
+        {
+            "id": "post_8f14e45f",
+            "content": "Hello, Bellamy Book!",
+            "authorId": "user_c4ca4238",
+            "visibility": "public",
+            "createdAt": "2024-01-01T00:00:00Z",
+        },
     ),
     EventType(
         "post.updated",
         "A user edited the content or visibility of a post.",
-        {"id": "post_8f14e45f", "content": "Hello again, Bellamy Book!", "authorId": "user_c4ca4238",
-         "visibility": "friends", "updatedAt": "2024-01-01T00:05:00Z"},
+        {
+            "id": "post_8f14e45f",
+            "content": "Hello again, Bellamy Book!",
+            "authorId": "user_c4ca4238",
+            "visibility": "friends",
+            "updatedAt": "2024-01-01T00:05:00Z",
+        },
     ),
     EventType(
         "post.deleted",
@@ -40,32 +50,55 @@ _EVENT_TYPES = (
     EventType(
         "comment.created",
         "A user commented on a post.",
-        {"id": "comment_a87ff679", "postId": "post_8f14e45f", "authorId": "user_eccbc87e",
-         "content": "Nice post!", "createdAt": "2024-01-01T00:01:00Z"},
+        {
+            "id": "comment_a87ff679",
+            "postId": "post_8f14e45f",
+            "authorId": "user_eccbc87e",
+            "content": "Nice post!",
+            "createdAt": "2024-01-01T00:01:00Z",
+        },
     ),
     EventType(
         "reaction.added",
         "A user reacted to a post or a comment.",
-        {"id": "reaction_e4da3b7f", "targetType": "post", "targetId": "post_8f14e45f",
-         "userId": "user_eccbc87e", "reaction": "like", "createdAt": "2024-01-01T00:02:00Z"},
+        {
+            "id": "reaction_e4da3b7f",
+            "targetType": "post",
+            "targetId": "post_8f14e45f",
+            "userId": "user_eccbc87e",
+            "reaction": "like",
+            "createdAt": "2024-01-01T00:02:00Z",
+        },
     ),
     EventType(
         "user.registered",
         "A new user created an account.",
-        {"id": "user_1679091c", "username": "ada", "displayName": "Ada Lovelace",
-         "createdAt": "2024-01-01T00:00:00Z"},
+        {
+            "id": "user_1679091c",
+            "username": "ada",
+            "displayName": "Ada Lovelace",
+            "createdAt": "2024-01-01T00:00:00Z",
+        },
     ),
     EventType(
         "friend.request.sent",
         "A user sent a friend request to another user.",
-        {"id": "freq_8e296a06", "fromUserId": "user_c4ca4238", "toUserId": "user_1679091c",
-         "createdAt": "2024-01-01T00:03:00Z"},
+        {
+            "id": "freq_8e296a06",
+            "fromUserId": "user_c4ca4238",
+            "toUserId": "user_1679091c",
+            "createdAt": "2024-01-01T00:03:00Z",
+        },
     ),
     EventType(
         "friend.request.accepted",
         "A user accepted a friend request; the two users are now friends.",
-        {"id": "freq_8e296a06", "fromUserId": "user_c4ca4238", "toUserId": "user_1679091c",
-         "acceptedAt": "2024-01-01T00:04:00Z"},
+        {
+            "id": "freq_8e296a06",
+            "fromUserId": "user_c4ca4238",
+            "toUserId": "user_1679091c",
+            "acceptedAt": "2024-01-01T00:04:00Z",
+        },
     ),
 )
 
@@ -89,7 +122,7 @@ def normalize_subscription(events: Iterable[str], *, max_events: int = 50) -> tu
     names = list(dict.fromkeys(events))
     if not names:
         raise InvalidInput(
-            "events must list at least one event type, or [\"*\"] for all",
+            'events must list at least one event type, or ["*"] for all',
             details=[{"field": "events", "allowed": [WILDCARD, *EVENT_NAMES]}],
         )
     if len(names) > max_events:
@@ -100,7 +133,7 @@ def normalize_subscription(events: Iterable[str], *, max_events: int = 50) -> tu
     if WILDCARD in names:
         if len(names) > 1:
             raise InvalidInput(
-                "\"*\" subscribes to every event and cannot be combined with other names",
+                '"*" subscribes to every event and cannot be combined with other names',
                 details=[{"field": "events"}],
             )
         return (WILDCARD,)

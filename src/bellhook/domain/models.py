@@ -118,6 +118,8 @@ class Attempt:
 
     @property
     def succeeded(self) -> bool:
-        return self.error_kind is None and self.status_code is not None and (
-            200 <= self.status_code < 300
+        return (
+            self.error_kind is None
+            and self.status_code is not None
+            and (200 <= self.status_code < 300)
         )

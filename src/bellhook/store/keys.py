@@ -26,8 +26,12 @@ class KeyRepository:
         async with self.db.write() as conn:
             await conn.execute(
                 api_keys.insert().values(
-                    id=issued.key_id, owner_id=owner_id, is_admin=is_admin, name=name,
-                    key_hash=issued.key_hash, created_at=now,
+                    id=issued.key_id,
+                    owner_id=owner_id,
+                    is_admin=is_admin,
+                    name=name,
+                    key_hash=issued.key_hash,
+                    created_at=now,
                 )
             )
         key = ApiKey(issued.key_id, owner_id, is_admin, name, now, None, None)
@@ -38,8 +42,12 @@ class KeyRepository:
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
-                    select(api_keys.c.owner_id, api_keys.c.is_admin, api_keys.c.key_hash,
-                           api_keys.c.revoked_at).where(api_keys.c.id == key_id)
+                    select(
+                        api_keys.c.owner_id,
+                        api_keys.c.is_admin,
+                        api_keys.c.key_hash,
+                        api_keys.c.revoked_at,
+                    ).where(api_keys.c.id == key_id)
                 )
             ).first()
         if row is None or not token_matches(token, row.key_hash):

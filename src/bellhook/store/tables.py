@@ -98,7 +98,8 @@ deliveries = Table(
     Column("webhook_id", String(64), nullable=False),
     Column("event_type", String(64), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("attempt_count", Integer, nullable=False, default=0),
+    Column("attempt_count", Integer, nullable=False, default=0),  # all attempts, manual too
+    Column("schedule_step", Integer, nullable=False, default=0),  # scheduled failures so far
     # When the dispatcher may next try it. Claiming pushes it past the delivery
     # timeout (a lease): if the worker dies, the delivery simply becomes due again.
     Column("next_attempt_at", UTCDateTime),

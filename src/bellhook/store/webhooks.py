@@ -41,14 +41,21 @@ class WebhookRepository:
         self.max_per_owner = max_per_owner
 
     async def create(
-        self, principal: Principal, *, url: str, events: tuple[str, ...],
-        description: str | None, secret: str, now: datetime,
+        self,
+        principal: Principal,
+        *,
+        url: str,
+        events: tuple[str, ...],
+        description: str | None,
+        secret: str,
+        now: datetime,
     ) -> Webhook:
         webhook_id = new_id("wh")
         async with self.db.write() as conn:
             count = (
                 await conn.execute(
-                    select(func.count()).select_from(webhooks)
+                    select(func.count())
+                    .select_from(webhooks)
                     .where(webhooks.c.owner_id == principal.owner_id)
                 )
             ).scalar_one()
@@ -60,16 +67,29 @@ class WebhookRepository:
                 )
             await conn.execute(
                 webhooks.insert().values(
-                    id=webhook_id, owner_id=principal.owner_id, admin_owned=principal.is_admin,
-                    url=url, events=json.dumps(list(events)), description=description,
-                    status=WebhookStatus.ACTIVE.value, secret=secret, created_at=now,
+                    id=webhook_id,
+                    owner_id=principal.owner_id,
+                    admin_owned=principal.is_admin,
+                    url=url,
+                    events=json.dumps(list(events)),
+                    description=description,
+                    status=WebhookStatus.ACTIVE.value,
+                    secret=secret,
+                    created_at=now,
                     updated_at=now,
                 )
             )
         return Webhook(
-            id=webhook_id, owner_id=principal.owner_id, admin_owned=principal.is_admin, url=url,
-            events=events, description=description, status=WebhookStatus.ACTIVE,
-            disabled_reason=None, created_at=now, updated_at=now,
+            id=webhook_id,
+            owner_id=principal.owner_id,
+            admin_owned=principal.is_admin,
+            url=url,
+            events=events,
+            description=description,
+            status=WebhookStatus.ACTIVE,
+            disabled_reason=None,
+            created_at=now,
+            updated_at=now,
         )
 
     async def get(self, principal: Principal, webhook_id: str) -> Webhook:
@@ -140,9 +160,11 @@ class WebhookRepository:
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
-                    select(webhooks.c.secret, webhooks.c.previous_secret,
-                           webhooks.c.previous_secret_expires_at)
-                    .where(webhooks.c.id == webhook_id, _visible_to(principal))
+                    select(
+                        webhooks.c.secret,
+                        webhooks.c.previous_secret,
+                        webhooks.c.previous_secret_expires_at,
+                    ).where(webhooks.c.id == webhook_id, _visible_to(principal))
                 )
             ).first()
         if row is None:
@@ -150,26 +172,35 @@ class WebhookRepository:
         return WebhookSecrets(row.secret, row.previous_secret, row.previous_secret_expires_at)
 
     async def rotate_secret(
-        self, principal: Principal, webhook_id: str, *, new_secret: str, grace: timedelta,
+        self,
+        principal: Principal,
+        webhook_id: str,
+        *,
+        new_secret: str,
+        grace: timedelta,
         now: datetime,
     ) -> WebhookSecrets:
         async with self.db.write() as conn:
             row = (
                 await conn.execute(
-                    select(webhooks.c.secret)
-                    .where(webhooks.c.id == webhook_id, _visible_to(principal))
+                    select(webhooks.c.secret).where(
+                        webhooks.c.id == webhook_id, _visible_to(principal)
+                    )
                 )
             ).first()
             if row is None:
                 raise NotFound(f"no webhook with id {webhook_id!r}")
             keep_old = grace.total_seconds() > 0
             await conn.execute(
-                update(webhooks).where(webhooks.c.id == webhook_id).values(
+                update(webhooks)
+                .where(webhooks.c.id == webhook_id)
+                .values(
                     secret=new_secret,
                     previous_secret=row.secret if keep_old else None,
                     previous_secret_expires_at=now + grace if keep_old else None,
                     updated_at=now,
                 )
             )
-        return WebhookSecrets(new_secret, row.secret if keep_old else None,
-                              now + grace if keep_old else None)
+        return WebhookSecrets(
+            new_secret, row.secret if keep_old else None, now + grace if keep_old else None
+        )

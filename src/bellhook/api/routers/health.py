@@ -14,8 +14,10 @@ router = APIRouter(tags=["health"])
 
 
 @router.get(
-    "/healthz", summary="Liveness and database reachability",
-    responses={503: {"model": ErrorEnvelope}}, response_model=Envelope[Health],
+    "/healthz",
+    summary="Liveness and database reachability",
+    responses={503: {"model": ErrorEnvelope}},
+    response_model=Envelope[Health],
 )
 async def healthz(rt: RuntimeDep) -> Envelope[Health] | JSONResponse:
     if not await rt.db.ping():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
@@ -26,7 +26,7 @@ from bellhook.domain.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 from bellhook.runtime import Runtime
 from bellhook.store.webhooks import WebhookChanges
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorEnvelope, "description": "missing, malformed or revoked API key"},
     404: {"model": ErrorEnvelope, "description": "no such webhook for this owner"},
     422: {"model": ErrorEnvelope, "description": "invalid input; details name the field"},
@@ -48,10 +48,16 @@ async def create_webhook(
     generated = body.secret is None
     secret = generate_webhook_secret() if body.secret is None else check_webhook_secret(body.secret)
     webhook = await rt.webhooks.create(
-        caller, url=url, events=events, description=body.description, secret=secret,
+        caller,
+        url=url,
+        events=events,
+        description=body.description,
+        secret=secret,
         now=rt.clock(),
     )
-    out = WebhookCreated(**WebhookOut.of(webhook).model_dump(), secret=secret if generated else None)
+    out = WebhookCreated(
+        **WebhookOut.of(webhook).model_dump(), secret=secret if generated else None
+    )
     return Envelope(data=out)
 
 
@@ -72,7 +78,9 @@ async def list_webhooks(
 
 
 @router.get("/{webhook_id}", summary="Read a webhook")
-async def get_webhook(webhook_id: str, caller: PrincipalDep, rt: RuntimeDep) -> Envelope[WebhookOut]:
+async def get_webhook(
+    webhook_id: str, caller: PrincipalDep, rt: RuntimeDep
+) -> Envelope[WebhookOut]:
     return Envelope(data=WebhookOut.of(await rt.webhooks.get(caller, webhook_id)))
 
 
@@ -92,10 +100,16 @@ async def _update(
 
 
 router.add_api_route(
-    "/{webhook_id}", _update, methods=["PUT"], summary="Update a webhook (only the fields sent)",
+    "/{webhook_id}",
+    _update,
+    methods=["PUT"],
+    summary="Update a webhook (only the fields sent)",
 )
 router.add_api_route(
-    "/{webhook_id}", _update, methods=["PATCH"], summary="Update a webhook (same as PUT)",
+    "/{webhook_id}",
+    _update,
+    methods=["PATCH"],
+    summary="Update a webhook (same as PUT)",
     operation_id="patch_webhook",
 )
 

@@ -1,0 +1,236 @@
+"""The dispatcher loop: claim due deliveries, send them concurrently, record outcomes.
+
+- A global limit (``max_concurrency``) and a per-webhook limit: the claim never takes
+  more of a webhook's deliveries than it has free slots, so one slow or dead receiver
+  fills its own slots and never delays the others.
+- Outcomes are written in batches by a flusher task; a crash before the write only
+  means the delivery is sent again when its lease runs out (at-least-once).
+- ``wake()`` lets ingest in the same process start a delivery at once instead of
+  waiting for the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import structlog
+
+from bellhook.delivery.sender import Sender, build_request
+from bellhook.domain.outcome import AttemptResult, decide
+from bellhook.domain.retry import RetryPolicy
+from bellhook.errors import BellhookError
+from bellhook.runtime import Runtime
+from bellhook.store.deliveries import Completed, Job
+
+log = structlog.get_logger("bellhook.delivery")
+
+FLUSH_EVERY = 0.05  # seconds between outcome writes under load
+FLUSH_AT = 500  # outcomes that trigger a write at once
+LEASE_MARGIN = 30.0  # seconds beyond the delivery timeout before a claim lapses
+PURGE_EVERY = 600.0
+PURGE_BATCH = 500
+
+
+class Dispatcher:
+    def __init__(self, rt: Runtime, sender: Sender, *, rng: random.Random | None = None) -> None:
+        self.rt = rt
+        self.sender = sender
+        self.settings = rt.settings
+        self.policy = RetryPolicy(rt.settings.retry_schedule, rt.settings.retry_jitter)
+        self.rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
+        self.lease = timedelta(seconds=rt.settings.delivery_timeout + LEASE_MARGIN)
+        self._in_flight: Counter[str] = Counter()
+        self._active: set[str] = set()  # delivery ids sent or waiting to be recorded
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes: list[Completed] = []
+        self._wake = rt.work_available
+        self._flush_now = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until ``stop()``; then finish in-flight requests within the grace period."""
+        log.info(
+            "dispatcher.started",
+            max_concurrency=self.settings.max_concurrency,
+            per_webhook=self.settings.per_webhook_concurrency,
+        )
+        flusher = asyncio.create_task(self._flush_loop(), name="bellhook-flusher")
+        purger = asyncio.create_task(self._purge_loop(), name="bellhook-purger")
+        try:
+            await self._claim_loop()
+        finally:
+            purger.cancel()
+            await self._drain()
+            self._stopping.set()
+            self._flush_now.set()
+            await flusher
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
+            log.info("dispatcher.stopped")
+
+    async def _claim_loop(self) -> None:
+        settings = self.settings
+        while not self._stopping.is_set():
+            self._wake.clear()
+            free = settings.max_concurrency - sum(self._in_flight.values())
+            jobs: list[Job] = []
+            if free > 0:
+                try:
+                    jobs = await self.rt.deliveries.claim(
+                        now=self.rt.clock(),
+                        limit=min(free, settings.claim_batch),
+                        lease=self.lease,
+                        in_flight=self._in_flight,
+                        per_webhook=settings.per_webhook_concurrency,
+                    )
+                except BellhookError as exc:
+                    log.warning("dispatcher.claim_failed", error=exc.message)
+                    await self._idle(1.0)
+                    continue
+            for job in jobs:
+                if job.delivery_id in self._active:
+                    continue
+                self._start(job)
+            if len(jobs) < min(free, settings.claim_batch) or free <= 0:
+                await self._idle(settings.poll_interval)
+
+    async def _idle(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _start(self, job: Job) -> None:
+        self._in_flight[job.webhook_id] += 1
+        self._active.add(job.delivery_id)
+        task = asyncio.create_task(self._deliver(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, job: Job) -> None:
+        recorded = False
+        try:
+            now = self.rt.clock()
+            result = await self.sender.send(build_request(job, now=now), started_at=now)
+            decision = decide(
+                result,
+                schedule_step=job.schedule_step,
+                policy=self.policy,
+                now=self.rt.clock(),
+                rand=self.rng.random(),
+            )
+            self._log(job, result, decision.retry_scheduled, decision.next_attempt_at)
+            self._outcomes.append(Completed(job, result, decision))
+            recorded = True
+            if len(self._outcomes) >= FLUSH_AT:
+                self._flush_now.set()
+        finally:
+            self._in_flight[job.webhook_id] -= 1
+            if self._in_flight[job.webhook_id] <= 0:
+                del self._in_flight[job.webhook_id]
+            if not recorded:
+                self._active.discard(job.delivery_id)
+            self._wake.set()
+
+    def _log(self, job: Job, result: AttemptResult, retrying: bool, when: object) -> None:
+        fields = {
+            "delivery_id": job.delivery_id,
+            "webhook_id": job.webhook_id,
+            "event_id": job.event_id,
+            "attempt": job.attempt_count + 1,
+            "status_code": result.status_code,
+            "latency_ms": result.latency_ms,
+        }
+        if result.succeeded:
+            log.debug("delivery.succeeded", **fields)
+        elif retrying:
+            log.info(
+                "delivery.retry_scheduled",
+                **fields,
+                error_kind=str(result.error_kind),
+                next_attempt_at=str(when),
+            )
+        else:
+            log.warning("delivery.failed", **fields, error_kind=str(result.error_kind))
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), FLUSH_EVERY)
+            self._flush_now.clear()
+            await self.flush()
+            if self._stopping.is_set() and not self._tasks and not self._outcomes:
+                return
+
+    async def flush(self) -> None:
+        if not self._outcomes:
+            return
+        batch, self._outcomes = self._outcomes, []
+        try:
+            disabled = await self.rt.deliveries.record(
+                batch,
+                now=self.rt.clock(),
+                auto_disable_after=timedelta(seconds=self.settings.auto_disable_after),
+            )
+        except BellhookError as exc:
+            log.warning("dispatcher.record_failed", error=exc.message, outcomes=len(batch))
+            self._outcomes[:0] = batch  # keep them; the next flush tries again
+            if self._stopping.is_set():
+                await asyncio.sleep(0.5)  # the database is away; do not spin while stopping
+            return
+        for c in batch:
+            self._active.discard(c.job.delivery_id)
+        for webhook_id in disabled:
+            log.warning("webhook.disabled", webhook_id=webhook_id)
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        log.info(
+            "dispatcher.draining",
+            in_flight=len(self._tasks),
+            grace_seconds=self.settings.shutdown_grace,
+        )
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            log.warning("dispatcher.abandoned", deliveries=len(pending))
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(PURGE_EVERY, 60.0))
+            before = self.rt.clock() - timedelta(days=self.settings.retention_days)
+            removed = 0
+            try:
+                while n := await self.rt.deliveries.purge(before=before, batch=PURGE_BATCH):
+                    removed += n
+                    await asyncio.sleep(0.05)  # let deliveries through between batches
+            except BellhookError as exc:
+                log.warning("retention.purge_failed", error=exc.message)
+            if removed:
+                log.info("retention.purged", rows=removed)
+            await asyncio.sleep(PURGE_EVERY)
+
+
+@contextlib.asynccontextmanager
+async def running_dispatcher(rt: Runtime) -> AsyncIterator[Dispatcher]:
+    """A dispatcher running in the background for the duration of the block."""
+    dispatcher = Dispatcher(rt, rt.sender)
+    task = asyncio.create_task(dispatcher.run(), name="bellhook-dispatcher")
+    try:
+        yield dispatcher
+    finally:
+        dispatcher.stop()
+        await task

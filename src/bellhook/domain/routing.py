@@ -1,0 +1,67 @@
+"""Who receives an event, and which due deliveries a dispatcher takes next. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from bellhook.domain.catalog import WILDCARD, subscribes_to
+
+EVERYONE = WILDCARD
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    webhook_id: str
+    owner_id: str
+    admin_owned: bool
+    events: tuple[str, ...]
+
+
+def recipients(
+    routes: Iterable[Route], event_type: str, audience: Sequence[str] | None
+) -> list[str]:
+    """Active webhooks (the caller passes only those) that must receive the event.
+
+    A social network must not leak a private event: an owner's webhook gets it only
+    when the owner is in ``audience`` (or the audience is ``["*"]``). Webhooks of admin
+    keys get every event of their types; with no audience, only they do.
+    """
+    everyone = audience is not None and EVERYONE in audience
+    allowed = frozenset(audience or ())
+    return [
+        r.webhook_id
+        for r in routes
+        if subscribes_to(r.events, event_type)
+        and (r.admin_owned or everyone or r.owner_id in allowed)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    delivery_id: str
+    webhook_id: str
+
+
+def pick_claims(
+    candidates: Iterable[Candidate],
+    *,
+    in_flight: Mapping[str, int],
+    per_webhook: int,
+    limit: int,
+) -> list[str]:
+    """Delivery ids to claim, oldest first, never over a webhook's concurrency limit.
+
+    A slow receiver fills its own slots and no more, so it cannot hold back the others.
+    """
+    taken: dict[str, int] = {}
+    chosen: list[str] = []
+    for c in candidates:
+        if len(chosen) >= limit:
+            break
+        used = in_flight.get(c.webhook_id, 0) + taken.get(c.webhook_id, 0)
+        if used >= per_webhook:
+            continue
+        taken[c.webhook_id] = taken.get(c.webhook_id, 0) + 1
+        chosen.append(c.delivery_id)
+    return chosen

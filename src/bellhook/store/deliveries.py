@@ -1,0 +1,438 @@
+"""Deliveries: the queue the dispatcher claims from, and the log owners read.
+
+Claiming pushes ``next_attempt_at`` past the delivery timeout (a lease) instead of
+locking rows: a worker that dies mid-delivery leaves nothing to clean up, the
+delivery just becomes due again (at-least-once). On PostgreSQL many workers claim
+concurrently with ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bellhook.domain.ids import new_id
+from bellhook.domain.models import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    WebhookSecrets,
+    WebhookStatus,
+)
+from bellhook.domain.outcome import AttemptResult, Decision
+from bellhook.domain.paging import Cursor, Page
+from bellhook.domain.routing import Candidate, pick_claims
+from bellhook.errors import NotFound
+from bellhook.store.database import Database
+from bellhook.store.rows import to_attempt, to_delivery
+from bellhook.store.tables import attempts, deliveries, events, webhooks
+
+CANDIDATE_FACTOR = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A delivery taken for sending, with everything the sender needs."""
+
+    delivery_id: str
+    webhook_id: str
+    url: str
+    secrets: WebhookSecrets
+    event_id: str
+    event_type: str
+    data_json: str
+    timestamp: datetime
+    attempt_count: int
+    schedule_step: int
+    is_test: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """An attempt to write to the log, with the delivery's next state (None: manual)."""
+
+    job: Job
+    result: AttemptResult
+    decision: Decision | None
+
+
+class DeliveryRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- the queue ---------------------------------------------------------------------
+
+    async def claim(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease: timedelta,
+        in_flight: Mapping[str, int],
+        per_webhook: int,
+    ) -> list[Job]:
+        saturated = [w for w, n in in_flight.items() if n >= per_webhook]
+        query = (
+            select(deliveries.c.id, deliveries.c.webhook_id)
+            .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
+            .where(
+                deliveries.c.status == DeliveryStatus.PENDING.value,
+                deliveries.c.next_attempt_at <= now,
+                webhooks.c.status == WebhookStatus.ACTIVE.value,
+            )
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(limit * CANDIDATE_FACTOR)
+        )
+        if saturated:
+            query = query.where(deliveries.c.webhook_id.not_in(saturated))
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update(of=deliveries, skip_locked=True)
+        async with self.db.write() as conn:
+            rows = (await conn.execute(query)).all()
+            chosen = pick_claims(
+                (Candidate(r.id, r.webhook_id) for r in rows),
+                in_flight=in_flight,
+                per_webhook=per_webhook,
+                limit=limit,
+            )
+            if not chosen:
+                return []
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(chosen))
+                .values(next_attempt_at=now + lease)
+            )
+            return await _jobs(conn, chosen)
+
+    async def job(self, webhook_id: str, delivery_id: str) -> Job:
+        async with self.db.read() as conn:
+            jobs = await _jobs(conn, [delivery_id])
+        if not jobs or jobs[0].webhook_id != webhook_id:
+            raise NotFound(f"no delivery with id {delivery_id!r} for this webhook")
+        return jobs[0]
+
+    async def record(
+        self, completed: Sequence[Completed], *, now: datetime, auto_disable_after: timedelta
+    ) -> list[str]:
+        """Write attempts and next states in one transaction; returns webhooks disabled."""
+        if not completed:
+            return []
+        attempt_rows: list[dict[str, Any]] = []
+        scheduled: list[dict[str, Any]] = []
+        manual: list[dict[str, Any]] = []
+        healthy: set[str] = set()
+        failing: set[str] = set()
+        gone: dict[str, str] = {}
+        for c in completed:
+            r, job = c.result, c.job
+            attempt_rows.append(
+                {
+                    "id": new_id("att"),
+                    "delivery_id": job.delivery_id,
+                    "webhook_id": job.webhook_id,
+                    "number": job.attempt_count + 1,
+                    "manual": c.decision is None,
+                    "started_at": r.started_at,
+                    "status_code": r.status_code,
+                    "latency_ms": r.latency_ms,
+                    "error_kind": r.error_kind.value if r.error_kind else None,
+                    "error_message": r.error_message,
+                    "response_excerpt": r.response_excerpt,
+                }
+            )
+            common = {
+                "b_id": job.delivery_id,
+                "last_status_code": r.status_code,
+                "last_error_kind": r.error_kind.value if r.error_kind else None,
+                "updated_at": now,
+            }
+            if c.decision is None:
+                manual.append({**common, "b_done": r.succeeded})
+            else:
+                scheduled.append(
+                    {
+                        **common,
+                        "status": c.decision.status.value,
+                        "next_attempt_at": c.decision.next_attempt_at,
+                        "schedule_step": c.decision.schedule_step,
+                    }
+                )
+                if c.decision.disable_reason:
+                    gone[job.webhook_id] = c.decision.disable_reason
+            if not job.is_test:
+                (healthy if r.succeeded else failing).add(job.webhook_id)
+        async with self.db.write() as conn:
+            await conn.execute(insert(attempts), attempt_rows)
+            if scheduled:
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == bindparam("b_id"))
+                    .values(
+                        status=bindparam("status"),
+                        next_attempt_at=bindparam("next_attempt_at"),
+                        schedule_step=bindparam("schedule_step"),
+                        attempt_count=deliveries.c.attempt_count + 1,
+                        last_status_code=bindparam("last_status_code"),
+                        last_error_kind=bindparam("last_error_kind"),
+                        updated_at=bindparam("updated_at"),
+                    ),
+                    scheduled,
+                )
+            if manual:
+                await _record_manual(conn, manual)
+            return await _update_health(
+                conn,
+                healthy - failing,
+                failing,
+                gone,
+                now=now,
+                auto_disable_after=auto_disable_after,
+            )
+
+    async def recover(self, webhook_id: str, *, since: datetime, now: datetime) -> int:
+        """Reschedule every failed delivery of a webhook created since ``since``."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.webhook_id == webhook_id,
+                    deliveries.c.status == DeliveryStatus.FAILED.value,
+                    deliveries.c.is_test.is_(False),
+                    deliveries.c.created_at >= since,
+                )
+                .values(
+                    status=DeliveryStatus.PENDING.value,
+                    next_attempt_at=now,
+                    schedule_step=0,
+                    updated_at=now,
+                )
+            )
+            return int(result.rowcount)
+
+    async def purge(self, *, before: datetime, batch: int) -> int:
+        """Delete one small batch of finished deliveries (and their attempts) older than
+        ``before``; call again until it returns 0."""
+        async with self.db.write() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        select(deliveries.c.id)
+                        .where(
+                            deliveries.c.updated_at < before,
+                            deliveries.c.status != DeliveryStatus.PENDING.value,
+                        )
+                        .limit(batch)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if ids:
+                await conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(ids)))
+                await conn.execute(delete(deliveries).where(deliveries.c.id.in_(ids)))
+            orphans = (
+                (
+                    await conn.execute(
+                        select(events.c.id)
+                        .where(
+                            events.c.created_at < before,
+                            ~select(deliveries.c.id)
+                            .where(deliveries.c.event_id == events.c.id)
+                            .exists(),
+                        )
+                        .limit(batch)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if orphans:
+                await conn.execute(delete(events).where(events.c.id.in_(orphans)))
+            return len(ids) + len(orphans)
+
+    # --- the log -----------------------------------------------------------------------
+
+    async def page(
+        self,
+        webhook_id: str,
+        *,
+        status: DeliveryStatus | None,
+        event_type: str | None,
+        limit: int,
+        cursor: Cursor | None,
+    ) -> Page[Delivery]:
+        query = (
+            select(deliveries)
+            .where(deliveries.c.webhook_id == webhook_id)
+            .order_by(deliveries.c.created_at.desc(), deliveries.c.id.desc())
+            .limit(limit + 1)
+        )
+        if status is not None:
+            query = query.where(deliveries.c.status == status.value)
+        if event_type is not None:
+            query = query.where(deliveries.c.event_type == event_type)
+        if cursor is not None:
+            query = query.where(
+                tuple_(deliveries.c.created_at, deliveries.c.id)
+                < tuple_(cursor.created_at, cursor.id)
+            )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        items = [to_delivery(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, Cursor(items[-1].created_at, items[-1].id).encode() if more else None)
+
+    async def get(self, webhook_id: str, delivery_id: str) -> tuple[Delivery, list[Attempt]]:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(deliveries).where(
+                        deliveries.c.id == delivery_id, deliveries.c.webhook_id == webhook_id
+                    )
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"no delivery with id {delivery_id!r} for this webhook")
+            attempt_rows = (
+                await conn.execute(
+                    select(attempts)
+                    .where(attempts.c.delivery_id == delivery_id)
+                    .order_by(attempts.c.started_at, attempts.c.number)
+                )
+            ).all()
+        return to_delivery(row), [to_attempt(a) for a in attempt_rows]
+
+    async def counts(self) -> dict[str, int]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+            )
+            return {status: int(n) for status, n in rows.all()}
+
+
+async def _jobs(conn: AsyncConnection, ids: Sequence[str]) -> list[Job]:
+    rows = await conn.execute(
+        select(
+            deliveries.c.id,
+            deliveries.c.webhook_id,
+            deliveries.c.event_id,
+            deliveries.c.event_type,
+            deliveries.c.attempt_count,
+            deliveries.c.schedule_step,
+            deliveries.c.is_test,
+            webhooks.c.url,
+            webhooks.c.secret,
+            webhooks.c.previous_secret,
+            webhooks.c.previous_secret_expires_at,
+            events.c.data,
+            events.c.timestamp,
+        )
+        .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
+        .join(events, events.c.id == deliveries.c.event_id)
+        .where(deliveries.c.id.in_(ids))
+    )
+    return [
+        Job(
+            delivery_id=r.id,
+            webhook_id=r.webhook_id,
+            url=r.url,
+            secrets=WebhookSecrets(r.secret, r.previous_secret, r.previous_secret_expires_at),
+            event_id=r.event_id,
+            event_type=r.event_type,
+            data_json=r.data,
+            timestamp=r.timestamp,
+            attempt_count=r.attempt_count,
+            schedule_step=r.schedule_step,
+            is_test=bool(r.is_test),
+        )
+        for r in rows
+    ]
+
+
+async def _record_manual(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    # A manual attempt never consumes the schedule: it can only finish the delivery.
+    base = update(deliveries).where(deliveries.c.id == bindparam("b_id"))
+    done = [r for r in rows if r["b_done"]]
+    other = [r for r in rows if not r["b_done"]]
+    fields = {
+        "attempt_count": deliveries.c.attempt_count + 1,
+        "last_status_code": bindparam("last_status_code"),
+        "last_error_kind": bindparam("last_error_kind"),
+        "updated_at": bindparam("updated_at"),
+    }
+    if done:
+        await conn.execute(
+            base.values(**fields, status=DeliveryStatus.SUCCEEDED.value, next_attempt_at=None),
+            [{k: v for k, v in r.items() if k != "b_done"} for r in done],
+        )
+    if other:
+        await conn.execute(
+            base.values(**fields), [{k: v for k, v in r.items() if k != "b_done"} for r in other]
+        )
+
+
+async def _update_health(
+    conn: AsyncConnection,
+    healthy: set[str],
+    failing: set[str],
+    gone: dict[str, str],
+    *,
+    now: datetime,
+    auto_disable_after: timedelta,
+) -> list[str]:
+    if healthy:
+        await conn.execute(
+            update(webhooks)
+            .where(webhooks.c.id.in_(healthy), webhooks.c.failing_since.is_not(None))
+            .values(failing_since=None)
+        )
+    if failing:
+        await conn.execute(
+            update(webhooks)
+            .where(webhooks.c.id.in_(failing), webhooks.c.failing_since.is_(None))
+            .values(failing_since=now)
+        )
+    disabled: list[str] = []
+    for webhook_id, reason in gone.items():
+        result = await conn.execute(
+            update(webhooks)
+            .where(webhooks.c.id == webhook_id, webhooks.c.status == WebhookStatus.ACTIVE.value)
+            .values(status=WebhookStatus.DISABLED.value, disabled_reason=reason, updated_at=now)
+        )
+        if result.rowcount:
+            disabled.append(webhook_id)
+    if failing:
+        stale = (
+            (
+                await conn.execute(
+                    select(webhooks.c.id).where(
+                        webhooks.c.id.in_(failing),
+                        webhooks.c.status == WebhookStatus.ACTIVE.value,
+                        and_(
+                            webhooks.c.failing_since.is_not(None),
+                            webhooks.c.failing_since <= now - auto_disable_after,
+                        ),
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if stale:
+            days = auto_disable_after.total_seconds() / 86400
+            await conn.execute(
+                update(webhooks)
+                .where(webhooks.c.id.in_(stale))
+                .values(
+                    status=WebhookStatus.DISABLED.value,
+                    updated_at=now,
+                    disabled_reason=f"every delivery failed for {days:g} days",
+                )
+            )
+            disabled.extend(stale)
+    return disabled
