@@ -120,7 +120,19 @@ class WebhookCreated(WebhookOut):
 
 class SecretOut(ApiModel):
     secret: str
-    previous_secret_expires_at: Timestamp | None = None
+    previous_secret_expires_at: Timestamp | None = Field(
+        default=None, description="until then deliveries are signed with the old secret too"
+    )
+
+
+class RotateIn(RequestModel):
+    secret: Secret | None = Field(default=None, description="the new secret; generated if absent")
+    grace_seconds: int = Field(
+        default=86400,
+        ge=0,
+        le=7 * 86400,
+        description="how long deliveries stay signed with the old secret as well",
+    )
 
 
 class EventTypeOut(ApiModel):

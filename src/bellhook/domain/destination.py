@@ -12,6 +12,7 @@ checked addresses live in ``bellhook.delivery.resolver``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import (
@@ -365,6 +366,10 @@ def _normalize_host(raw: str) -> tuple[str, IPAddress | None]:
 def _idna_encode(host: str) -> str:
     if host.isascii():
         return host
+    if any(unicodedata.category(char) == "Cf" for char in host):
+        # Invisible format characters (soft hyphen, zero-width space, bidi
+        # controls) vanish in encoding, so the host is not what it looks like.
+        raise _refuse("webhook URL hosts must not contain invisible characters", "invalid_host")
     # Same encoder as yarl/aiohttp (UTS 46, then IDNA 2003), so this check and
     # the HTTP client agree on the name; it also folds ideographic full stops
     # and full-width digits, which is why IPv4 parsing happens afterwards.

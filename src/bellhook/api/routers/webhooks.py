@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
@@ -13,6 +14,7 @@ from bellhook.api.schemas import (
     ListEnvelope,
     OkEnvelope,
     Pagination,
+    RotateIn,
     SecretOut,
     WebhookCreate,
     WebhookCreated,
@@ -126,3 +128,25 @@ async def get_secret(webhook_id: str, caller: PrincipalDep, rt: RuntimeDep) -> E
     now = rt.clock()
     expires = secrets.previous_expires_at if len(secrets.active(now)) > 1 else None
     return Envelope(data=SecretOut(secret=secrets.current, previous_secret_expires_at=expires))
+
+
+@router.post("/{webhook_id}/secret/rotate", summary="Replace the signing secret")
+async def rotate_secret(
+    webhook_id: str, caller: PrincipalDep, rt: RuntimeDep, body: RotateIn | None = None
+) -> Envelope[SecretOut]:
+    """The new secret is returned once. During the grace period every delivery carries
+    signatures with both the new and the old secret."""
+    body = body or RotateIn()
+    new = generate_webhook_secret() if body.secret is None else check_webhook_secret(body.secret)
+    secrets = await rt.webhooks.rotate_secret(
+        caller,
+        webhook_id,
+        new_secret=new,
+        grace=timedelta(seconds=body.grace_seconds),
+        now=rt.clock(),
+    )
+    return Envelope(
+        data=SecretOut(
+            secret=secrets.current, previous_secret_expires_at=secrets.previous_expires_at
+        )
+    )
