@@ -39,8 +39,9 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 class StaticResolver:
     """Answers every host with fixed addresses; never touches real DNS."""
 
-    def __init__(self, addresses: dict[str, list[str]] | None = None,
-                 default: list[str] | None = None) -> None:
+    def __init__(
+        self, addresses: dict[str, list[str]] | None = None, default: list[str] | None = None
+    ) -> None:
         self.addresses = addresses or {}
         self.default = default if default is not None else ["93.184.216.34"]
         self.calls: list[str] = []
@@ -86,8 +87,9 @@ class Service:
     runtime: Runtime
 
     async def new_key(self, owner: str, *, admin: bool = False) -> str:
-        _key, token = await self.runtime.keys.create(owner, is_admin=admin, name=None,
-                                                     now=utc_now())
+        _key, token = await self.runtime.keys.create(
+            owner, is_admin=admin, name=None, now=utc_now()
+        )
         return token
 
     def client(self, token: str | None = None) -> httpx.AsyncClient:
@@ -95,10 +97,9 @@ class Service:
         return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=30)
 
 
-
-
-async def start_service(settings: Settings, *, resolver: Resolver | None = None
-                        ) -> tuple[uvicorn.Server, asyncio.Task[None], Service]:
+async def start_service(
+    settings: Settings, *, resolver: Resolver | None = None
+) -> tuple[uvicorn.Server, asyncio.Task[None], Service]:
     app = create_app(settings, resolver=resolver or StaticResolver())
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
@@ -114,14 +115,12 @@ async def start_service(settings: Settings, *, resolver: Resolver | None = None
 
 
 @pytest.fixture
-async def serve(make_settings: Callable[..., Settings]
-                ) -> AsyncIterator[Callable[..., Any]]:
+async def serve(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[..., Any]]:
     """``await serve(**settings_overrides)`` starts an app; all are stopped at teardown."""
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(*, resolver: Resolver | None = None, **overrides: Any) -> Service:
-        server, task, service = await start_service(make_settings(**overrides),
-                                                    resolver=resolver)
+        server, task, service = await start_service(make_settings(**overrides), resolver=resolver)
         running.append((server, task))
         return service
 

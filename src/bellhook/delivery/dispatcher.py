@@ -31,7 +31,6 @@ log = structlog.get_logger("bellhook.delivery")
 
 FLUSH_EVERY = 0.05  # seconds between outcome writes under load
 FLUSH_AT = 500  # outcomes that trigger a write at once
-LEASE_MARGIN = 30.0  # seconds beyond the delivery timeout before a claim lapses
 PURGE_EVERY = 600.0
 PURGE_BATCH = 500
 
@@ -43,7 +42,9 @@ class Dispatcher:
         self.settings = rt.settings
         self.policy = RetryPolicy(rt.settings.retry_schedule, rt.settings.retry_jitter)
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
-        self.lease = timedelta(seconds=rt.settings.delivery_timeout + LEASE_MARGIN)
+        # A claim lapses after twice the timeout (the send, then time to record it) plus a
+        # margin; a worker killed mid-delivery thus has its deliveries retried soon after.
+        self.lease = timedelta(seconds=2 * rt.settings.delivery_timeout + 5)
         self._in_flight: Counter[str] = Counter()
         self._active: set[str] = set()  # delivery ids sent or waiting to be recorded
         self._tasks: set[asyncio.Task[None]] = set()
