@@ -1,0 +1,80 @@
+"""Retention: old finished deliveries, their attempts and events are purged in batches;
+pending deliveries and recent ones stay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bellhook.config import Settings
+from bellhook.domain.models import DeliveryStatus, Principal
+from bellhook.domain.outcome import AttemptResult, Decision
+from bellhook.runtime import open_runtime
+from bellhook.store.deliveries import Completed
+from bellhook.store.events import NewEvent
+from bellhook.store.tables import attempts, deliveries, events
+
+ADMIN = Principal(key_id="key_x", owner_id="ops", is_admin=True)
+
+
+async def _count(rt: Any, table: Any) -> int:
+    async with rt.db.read() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def test_purge_removes_only_old_finished_deliveries(
+    make_settings: Callable[..., Settings],
+) -> None:
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    recent = datetime.now(UTC)
+    async with open_runtime(make_settings()) as rt:
+        hook = await rt.webhooks.create(
+            ADMIN,
+            url="https://example.com/h",
+            events=("*",),
+            description=None,
+            secret="s" * 20,
+            now=old,
+        )
+
+        async def event_at(event_id: str, when: datetime) -> None:
+            await rt.events.ingest([NewEvent(event_id, "post.created", "{}", when, None)], now=when)
+
+        for i in range(7):
+            await event_at(f"old-{i}", old)
+        await event_at("old-pending", old)
+        await event_at("recent", recent)
+        jobs = await rt.deliveries.claim(
+            now=recent, limit=100, lease=timedelta(seconds=30), in_flight={}, per_webhook=100
+        )
+        assert len(jobs) == 9
+        finished = [j for j in jobs if j.event_id != "old-pending"]
+        result = AttemptResult(started_at=old, latency_ms=1.0, status_code=200)
+        await rt.deliveries.record(
+            [Completed(j, result, Decision(DeliveryStatus.SUCCEEDED, None, 0)) for j in finished],
+            now=old,
+            auto_disable_after=timedelta(days=5),
+        )
+        # The recent event's delivery finished recently: it must stay.
+        async with rt.db.write() as conn:
+            await conn.execute(
+                deliveries.update()
+                .where(deliveries.c.event_id == "recent")
+                .values(updated_at=recent)
+            )
+
+        before = recent - timedelta(days=30)
+        batches = []
+        while removed := await rt.deliveries.purge(before=before, batch=3):
+            batches.append(removed)
+        assert len(batches) >= 3  # small batches, not one sweep
+        async with rt.db.read() as conn:
+            left = set((await conn.execute(select(deliveries.c.event_id))).scalars())
+            left_events = set((await conn.execute(select(events.c.id))).scalars())
+        assert left == {"old-pending", "recent"}
+        assert left_events == {"old-pending", "recent"}
+        assert await _count(rt, attempts) == 1  # the recent delivery's attempt
+        assert hook.id
