@@ -18,6 +18,7 @@ from bellhook.domain.destination import Resolver
 from bellhook.runtime import Clock, open_runtime, utc_now
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_BATCH_BODY_BYTES = 16 * 1024 * 1024  # 1,000 events a call
 log = structlog.get_logger("bellhook.api")
 
 DESCRIPTION = """
@@ -64,5 +65,9 @@ def create_app(
     app.include_router(events.router)
     app.include_router(event_types.router)
     app.include_router(health.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=MAX_BODY_BYTES,
+        per_path={"/api/events/batch": MAX_BATCH_BODY_BYTES},
+    )
     return app

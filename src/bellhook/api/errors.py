@@ -67,9 +67,10 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(parts) or "body"
 
 
-def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic's errors as ``{"field", "message", "type"}`` items."""
     details = []
-    for err in exc.errors():
+    for err in errors:
         item: dict[str, Any] = {
             "field": _field_path(err.get("loc", ())),
             "message": err["msg"],
@@ -94,7 +95,7 @@ async def _on_bellhook_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    details = _validation_details(exc)
+    details = validation_details(exc.errors())
     content_type = request.headers.get("content-type", "")
     if (
         request.method in ("POST", "PUT", "PATCH")

@@ -185,6 +185,30 @@ class EventAccepted(ApiModel):
     duplicate: bool = Field(default=False, description="the id was accepted before")
 
 
+MAX_BATCH = 1000
+
+
+class BatchIn(RequestModel):
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="events as for POST /api/events; each is validated on its own",
+    )
+
+
+class BatchItemOut(ApiModel):
+    id: str | None = None
+    deliveries: int | None = None
+    duplicate: bool | None = None
+    error: ErrorBody | None = Field(default=None, description="why this event was refused")
+
+
+class BatchOut(ApiModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItemOut] = Field(description="one per event, in the order sent")
+
+
 # --- deliveries ------------------------------------------------------------------------
 
 

@@ -6,13 +6,24 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, status
+from pydantic import ValidationError
 
 from bellhook.api.deps import AdminDep, RuntimeDep
-from bellhook.api.schemas import Envelope, ErrorEnvelope, EventAccepted, EventIn
+from bellhook.api.errors import validation_details
+from bellhook.api.schemas import (
+    BatchIn,
+    BatchItemOut,
+    BatchOut,
+    Envelope,
+    ErrorBody,
+    ErrorEnvelope,
+    EventAccepted,
+    EventIn,
+)
 from bellhook.domain.catalog import WILDCARD, event_type
 from bellhook.domain.ids import new_id
 from bellhook.domain.jsonbytes import UnrepresentableJson, js_dumps
-from bellhook.errors import InvalidInput
+from bellhook.errors import BellhookError, InvalidInput
 from bellhook.store.events import NewEvent
 
 MAX_DATA_BYTES = 256 * 1024
@@ -75,4 +86,43 @@ async def publish_event(
         data=EventAccepted(
             id=accepted.event_id, deliveries=accepted.deliveries, duplicate=accepted.duplicate
         )
+    )
+
+
+@router.post(
+    "/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Publish up to 1,000 events at once (each as for POST /api/events)",
+)
+async def publish_batch(body: BatchIn, _caller: AdminDep, rt: RuntimeDep) -> Envelope[BatchOut]:
+    """Valid events are accepted together in one transaction; an invalid one is reported
+    at its index and does not stop the others. Idempotent per event id."""
+    now = rt.clock()
+    results: list[BatchItemOut | None] = [None] * len(body.events)
+    valid: list[tuple[int, NewEvent]] = []
+    for index, item in enumerate(body.events):
+        try:
+            valid.append(
+                (index, new_event(EventIn.model_validate(item), idempotency_key=None, now=now))
+            )
+        except ValidationError as exc:
+            details = validation_details(exc.errors())
+            message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+            results[index] = BatchItemOut(
+                error=ErrorBody(code="validation_error", message=message, details=details)
+            )
+        except BellhookError as exc:
+            results[index] = BatchItemOut(
+                error=ErrorBody(code=exc.code, message=exc.message, details=exc.details)
+            )
+    accepted = await rt.events.ingest([e for _, e in valid], now=now) if valid else []
+    for (index, _), outcome in zip(valid, accepted, strict=True):
+        results[index] = BatchItemOut(
+            id=outcome.event_id, deliveries=outcome.deliveries, duplicate=outcome.duplicate
+        )
+    if any(a.deliveries and not a.duplicate for a in accepted):
+        rt.work_available.set()
+    items = [r for r in results if r is not None]
+    return Envelope(
+        data=BatchOut(accepted=len(accepted), rejected=len(items) - len(accepted), results=items)
     )
