@@ -59,6 +59,29 @@ class ErrorEnvelope(ApiModel):
     error: ErrorBody
 
 
+_ERROR_MEANINGS = {
+    400: "malformed JSON",
+    401: "missing, malformed or revoked API key",
+    403: "the route needs an admin API key",
+    404: "no such resource for this owner",
+    413: "request body too large",
+    415: "the body must be JSON (Content-Type: application/json)",
+    422: "invalid input; details name the field",
+    429: "too many requests; see Retry-After",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the errors a route can answer, all in the error envelope."""
+    return {
+        status: {"model": ErrorEnvelope, "description": _ERROR_MEANINGS[status]}
+        for status in statuses
+    }
+
+
+API_ERRORS = (400, 401, 413, 415, 422, 429)
+
+
 # --- webhooks --------------------------------------------------------------------------
 
 Url = Annotated[

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from bellhook.api.deps import PrincipalDep
-from bellhook.api.schemas import EventTypeOut, ListEnvelope, Pagination
+from bellhook.api.schemas import EventTypeOut, ListEnvelope, Pagination, error_responses
 from bellhook.domain.catalog import CATALOG
 
-router = APIRouter(prefix="/api/event-types", tags=["events"])
+router = APIRouter(prefix="/api/event-types", tags=["events"], responses=error_responses(401, 429))
 
 
 @router.get("", summary="The event catalog")

@@ -11,14 +11,15 @@ from pydantic import ValidationError
 from bellhook.api.deps import AdminDep, RuntimeDep
 from bellhook.api.errors import validation_details
 from bellhook.api.schemas import (
+    API_ERRORS,
     BatchIn,
     BatchItemOut,
     BatchOut,
     Envelope,
     ErrorBody,
-    ErrorEnvelope,
     EventAccepted,
     EventIn,
+    error_responses,
 )
 from bellhook.domain.catalog import WILDCARD, event_type
 from bellhook.domain.ids import new_id
@@ -31,11 +32,7 @@ MAX_DATA_BYTES = 256 * 1024
 router = APIRouter(
     prefix="/api/events",
     tags=["events"],
-    responses={
-        401: {"model": ErrorEnvelope},
-        403: {"model": ErrorEnvelope},
-        422: {"model": ErrorEnvelope},
-    },
+    responses=error_responses(*API_ERRORS, 403),
 )
 
 

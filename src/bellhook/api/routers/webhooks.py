@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
 from bellhook.api.deps import PrincipalDep, RuntimeDep
 from bellhook.api.schemas import (
+    API_ERRORS,
     Envelope,
-    ErrorEnvelope,
     ListEnvelope,
     OkEnvelope,
     Pagination,
@@ -20,6 +20,7 @@ from bellhook.api.schemas import (
     WebhookCreated,
     WebhookOut,
     WebhookUpdate,
+    error_responses,
 )
 from bellhook.domain.catalog import normalize_subscription
 from bellhook.domain.credentials import check_webhook_secret, generate_webhook_secret
@@ -28,11 +29,7 @@ from bellhook.domain.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 from bellhook.runtime import Runtime
 from bellhook.store.webhooks import WebhookChanges
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorEnvelope, "description": "missing, malformed or revoked API key"},
-    404: {"model": ErrorEnvelope, "description": "no such webhook for this owner"},
-    422: {"model": ErrorEnvelope, "description": "invalid input; details name the field"},
-}
+ERRORS = error_responses(*API_ERRORS, 404)
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"], responses=ERRORS)
 
