@@ -208,8 +208,11 @@ def _encode(value: object, budget: int, out: list[str]) -> None:
         out.append("false")
     elif isinstance(value, int):
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            # str() of a huge int raises (sys.set_int_max_str_digits): say its size instead.
+            bits = value.bit_length()
+            shown = str(value) if bits <= 128 else f"a {bits}-bit integer"
             raise _Refusal(
-                f"is {value}, beyond ±{MAX_SAFE_INTEGER}, the integers a JavaScript number"
+                f"is {shown}, beyond ±{MAX_SAFE_INTEGER}, the integers a JavaScript number"
                 " holds exactly; send such numbers as strings"
             )
         out.append(int.__repr__(value))
