@@ -51,27 +51,36 @@ class BodyLimitMiddleware:
                     await self._reject(send, max_bytes)
                     return
         received = 0
-        started = False
+        exceeded = False  # the body went over the limit: whatever the app answers becomes 413
+        answered = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_bytes:
+                    exceeded = True
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            if exceeded:
+                # FastAPI turns an error while reading the body into its own 400; the
+                # client must learn the real reason instead.
+                if message["type"] == "http.response.start" and not answered:
+                    answered = True
+                    await self._reject(send, max_bytes)
+                return
             if message["type"] == "http.response.start":
-                started = True
+                answered = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
-            if not started:
+            if not answered:
                 await self._reject(send, max_bytes)
 
     async def _reject(self, send: Send, max_bytes: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
 from bellhook.domain.catalog import EventType
@@ -91,7 +91,13 @@ EventNames = Annotated[
     list[Annotated[str, Field(max_length=128)]],
     Field(min_length=1, max_length=50, examples=[["post.created", "comment.created"]]),
 ]
-Description = Annotated[str, Field(max_length=1024)]
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Description = Annotated[str, Field(max_length=1024), AfterValidator(_no_nul)]
 Secret = Annotated[str, Field(min_length=16, max_length=256)]
 
 

@@ -6,9 +6,10 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from bellhook.domain.ids import is_wellformed
 from bellhook.errors import InvalidInput
 
 T = TypeVar("T")
@@ -30,10 +31,13 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             created_at, item_id = json.loads(raw)
-            cursor = cls(datetime.fromisoformat(created_at), str(item_id))
-            if cursor.created_at.tzinfo is None:
+            when = datetime.fromisoformat(created_at)
+            if when.tzinfo is None:
                 raise ValueError("naive timestamp")
-        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+            cursor = cls(when.astimezone(UTC), str(item_id))
+            if not is_wellformed(cursor.id) or not 1970 <= cursor.created_at.year < 9999:
+                raise ValueError("not a cursor bellhook made")
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
             raise InvalidInput(
                 "cursor is not valid: pass the nextCursor of a previous page unchanged",
                 details=[{"field": "cursor"}],
