@@ -1,0 +1,90 @@
+"""One slow receiver must not hold back the others (the per-webhook concurrency limit).
+
+Two admin webhooks get the same 40 events. The slow receiver blocks every request
+on an asyncio.Event; it is released only after the fast receiver has all 40. If
+the slow webhook's deliveries filled the dispatcher (or the fast ones queued
+behind them), the fast receiver would never get all 40 and the wait would fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.acceptance.test_delivery import (
+    create_webhook,
+    deliveries,
+    eventually,
+    guard_loopback,
+    hang,
+    publish,
+    receiver_pool,
+)
+
+EVENTS = 40
+PER_WEBHOOK = 2
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    violations = guard_loopback(monkeypatch)
+    yield
+    assert violations == []
+
+
+async def test_a_hanging_receiver_does_not_delay_another(serve: Callable[..., Any]) -> None:
+    async with receiver_pool() as start:
+        slow = await start(hang)
+        fast = await start()
+        svc = await serve(
+            worker=True,
+            dev_mode=True,
+            retry_schedule="0.2,0.4,0.8",
+            delivery_timeout=30.0,  # the slow requests stay in flight for the whole test
+            per_webhook_concurrency=PER_WEBHOOK,
+            max_concurrency=8,
+            claim_batch=8,
+        )
+        async with svc.client(await svc.new_key("ops", admin=True)) as api:
+            slow_hook = await create_webhook(api, slow.url("/slow"))
+            fast_hook = await create_webhook(api, fast.url("/fast"))
+            published = []
+            for n in range(EVENTS):
+                accepted = await publish(api, "post.created", {"n": n})
+                assert accepted["deliveries"] == 2
+                published.append(accepted["id"])
+
+            await fast.wait_until(
+                lambda hits: {h.event_id for h in hits} >= set(published),
+                timeout=30,
+                what=f"all {EVENTS} events while the other receiver hangs",
+            )
+            # The slow receiver holds no more than its own slots, and is still blocked.
+            await slow.wait_for_count(1)
+            assert len(slow.hits) <= PER_WEBHOOK
+            assert slow.in_flight == len(slow.hits)
+            assert len(fast.hits) == EVENTS  # each once: no spurious retries
+            fast_log = await eventually(
+                lambda: deliveries(api, fast_hook["id"], status="succeeded"),
+                lambda items: len(items) == EVENTS,
+                what="every fast delivery logged as succeeded",
+            )
+            assert {d["eventId"] for d in fast_log} == set(published)
+
+            # Released, the slow receiver gets everything too, never more than its
+            # limit at once.
+            slow.release.set()
+            await slow.wait_until(
+                lambda hits: {h.event_id for h in hits} >= set(published),
+                timeout=30,
+                what=f"all {EVENTS} events once released",
+            )
+            assert slow.max_in_flight <= PER_WEBHOOK
+            assert fast.max_in_flight <= PER_WEBHOOK
+            await eventually(
+                lambda: deliveries(api, slow_hook["id"], status="succeeded"),
+                lambda items: len(items) == EVENTS,
+                what="every slow delivery logged as succeeded",
+            )
