@@ -88,6 +88,21 @@ def decide(
     return Decision(DeliveryStatus.PENDING, now + timedelta(seconds=delay), failures)
 
 
+def disable_reason(result: AttemptResult) -> str | None:
+    """Why this answer disables its webhook at once (410 Gone, even to a test or a manual
+    retry: the receiver says the endpoint is gone for good), or None."""
+    return "the receiver answered 410 Gone" if result.gone else None
+
+
+def auto_disable_reason(after: timedelta) -> str:
+    seconds = after.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            amount = seconds / size
+            return f"every delivery failed for {amount:g} {unit}{'s' if amount != 1 else ''}"
+    return f"every delivery failed for {seconds:g} seconds"
+
+
 def should_auto_disable(failing_since: datetime | None, *, now: datetime, after: timedelta) -> bool:
     """A webhook whose deliveries have only failed for ``after`` gets disabled."""
     return failing_since is not None and now - failing_since >= after

@@ -72,7 +72,9 @@ async def publish_event(
     body: EventIn,
     _caller: AdminDep,
     rt: RuntimeDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+    ] = None,
 ) -> Envelope[EventAccepted]:
     now = rt.clock()
     event = new_event(body, idempotency_key=idempotency_key, now=now)
