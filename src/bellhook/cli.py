@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+secrets_app = typer.Typer(help="Webhook signing secrets at rest.", no_args_is_help=True)
+app.add_typer(secrets_app, name="secrets")
 err = Console(stderr=True)
 
 DatabaseOpt = Annotated[
@@ -214,6 +216,28 @@ def keys_revoke(key_id: str, database_url: DatabaseOpt = None) -> None:
     settings = load_settings(database_url=database_url)
     run_with_runtime(settings, lambda rt: rt.keys.revoke(key_id, now=utc_now()))
     typer.echo(f"revoked {key_id}")
+
+
+@secrets_app.command("reencrypt")
+def secrets_reencrypt(database_url: DatabaseOpt = None) -> None:
+    """Re-encrypt every stored webhook secret with the first BELLHOOK_ENCRYPTION_KEY.
+
+    After putting a new key first in BELLHOOK_ENCRYPTION_KEY (old keys after it), run
+    this once; then the old keys can be removed. Plain (unencrypted) secrets are
+    encrypted too. Safe to run while bellhook is serving, and to run again.
+    """
+    settings = load_settings(database_url=database_url)
+    if settings.encryption_key is None:
+        err.print(
+            "[red]bellhook: set BELLHOOK_ENCRYPTION_KEY (new key first, old keys after it) "
+            "to re-encrypt secrets[/red]"
+        )
+        raise typer.Exit(2)
+    done = run_with_runtime(settings, lambda rt: rt.webhooks.reencrypt_secrets())
+    typer.echo(
+        f"re-encrypted the secrets of {done.changed} of {done.webhooks} webhooks with the first "
+        "key; every stored secret now opens with it alone"
+    )
 
 
 def main() -> None:

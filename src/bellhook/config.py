@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -52,6 +52,19 @@ class Settings(BaseSettings):
 
     # Limits
     max_webhooks_per_owner: int = Field(default=100, ge=1)
+    rate_limit: int = Field(
+        default=600, ge=0, description="API calls a minute per non-admin key (per process); 0: off"
+    )
+    admin_rate_limit: int | None = Field(
+        default=None, ge=1, description="API calls a minute per admin key; unset: not limited"
+    )
+
+    # Secrets at rest
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s), comma-separated: the first encrypts webhook secrets, "
+        "all decrypt (key rotation); unset: secrets are stored as they are",
+    )
 
     @field_validator("retry_schedule", mode="before")
     @classmethod

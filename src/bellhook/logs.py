@@ -49,6 +49,9 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The SQLite driver logs every statement with its parameters at debug level, and
+    # parameters can be secrets.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     # The access log is a line per request: useful in dev, noise at 2,000 requests/s.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 

@@ -20,6 +20,7 @@ from bellhook.store.database import Database
 from bellhook.store.deliveries import DeliveryRepository
 from bellhook.store.events import EventRepository
 from bellhook.store.keys import KeyRepository
+from bellhook.store.secretbox import SecretBox
 from bellhook.store.webhooks import WebhookRepository
 
 Clock = Callable[[], datetime]
@@ -64,6 +65,7 @@ async def open_runtime(
     clock: Clock = utc_now,
     resolver: Resolver | None = None,
 ) -> AsyncIterator[Runtime]:
+    box = SecretBox.from_setting(settings.encryption_key)  # a bad key fails here, first
     path = settings.sqlite_path()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,14 +77,18 @@ async def open_runtime(
     try:
         if migrate:
             await db.migrate()
+        webhooks = WebhookRepository(
+            db, max_per_owner=settings.max_webhooks_per_owner, secretbox=box
+        )
+        await webhooks.check_stored_secrets()  # a missing or wrong key fails at start
         await sender.open()
         yield Runtime(
             settings=settings,
             db=db,
             keys=KeyRepository(db),
-            webhooks=WebhookRepository(db, max_per_owner=settings.max_webhooks_per_owner),
+            webhooks=webhooks,
             events=EventRepository(db),
-            deliveries=DeliveryRepository(db),
+            deliveries=DeliveryRepository(db, secretbox=box),
             guard=guard,
             sender=sender,
             clock=clock,

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from bellhook import __version__
 from bellhook.api.errors import install_error_handlers
 from bellhook.api.limits import BodyLimitMiddleware
+from bellhook.api.ratelimit import ApiRateLimits
 from bellhook.api.routers import deliveries, event_types, events, health, webhooks
 from bellhook.config import Settings
 from bellhook.delivery.dispatcher import running_dispatcher
@@ -47,6 +48,18 @@ def create_app(
                     message="DEVELOPMENT MODE: http:// and loopback/private webhook targets "
                     "are allowed. Never run production like this.",
                 )
+            elif settings.encryption_key is None:
+                log.info(
+                    "security.secrets_unencrypted",
+                    message="webhook secrets are stored unencrypted: "
+                    "set BELLHOOK_ENCRYPTION_KEY to encrypt them at rest",
+                )
+            if settings.encryption_key is not None and await rt.webhooks.has_plain_secrets():
+                log.warning(
+                    "security.plain_secrets_stored",
+                    message="some webhook secrets are stored unencrypted; "
+                    "run `bellhook secrets reencrypt` to encrypt them",
+                )
             if not settings.worker:
                 yield
                 return
@@ -59,6 +72,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.state.rate_limits = ApiRateLimits.from_settings(settings)
     install_error_handlers(app)
     app.include_router(webhooks.router)
     app.include_router(deliveries.router)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from bellhook.api.ratelimit import ApiRateLimits
 from bellhook.domain.models import Principal
 from bellhook.errors import AuthenticationFailed, PermissionDenied
 from bellhook.runtime import Runtime
@@ -37,6 +39,8 @@ async def principal(
         raise AuthenticationFailed("an API key is required: send 'Authorization: Bearer <key>'")
     caller = await rt.keys.authenticate(credentials.credentials)
     request.state.principal = caller
+    limits: ApiRateLimits = request.app.state.rate_limits
+    limits.check(caller, time.monotonic())  # after authentication: per key, never per guess
     return caller
 
 

@@ -168,7 +168,8 @@ def _too_large(exc: BaseException) -> bool:
     while seen is not None:
         if isinstance(seen, http_exceptions.LineTooLong):
             return True
-        if "too long" in str(seen).lower() or "too large" in str(seen).lower():
+        text = str(seen).lower()
+        if "too long" in text or "too large" in text or "too many headers" in text:
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -58,7 +58,8 @@ class Database:
     def __init__(self, database_url: str, *, echo: bool = False) -> None:
         self.url = async_url(database_url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {"echo": echo}
+        # hide_parameters: SQL errors must not carry values (secrets) into logs.
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if not self.is_sqlite:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)

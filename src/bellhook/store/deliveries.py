@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bellhook.domain.ids import new_id
+from bellhook.domain.ids import is_wellformed, new_id
 from bellhook.domain.models import (
     Attempt,
     Delivery,
@@ -24,15 +25,22 @@ from bellhook.domain.models import (
     WebhookSecrets,
     WebhookStatus,
 )
-from bellhook.domain.outcome import AttemptResult, Decision
+from bellhook.domain.outcome import (
+    AttemptResult,
+    Decision,
+    auto_disable_reason,
+    disable_reason,
+)
 from bellhook.domain.paging import Cursor, Page
 from bellhook.domain.routing import Candidate, pick_claims
 from bellhook.errors import NotFound
 from bellhook.store.database import Database
 from bellhook.store.rows import to_attempt, to_delivery
+from bellhook.store.secretbox import SecretBox, SecretUnreadable
 from bellhook.store.tables import attempts, deliveries, events, webhooks
 
 CANDIDATE_FACTOR = 4
+log = structlog.get_logger("bellhook.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +70,9 @@ class Completed:
 
 
 class DeliveryRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, secretbox: SecretBox | None = None) -> None:
         self.db = db
+        self.box = secretbox if secretbox is not None else SecretBox()
 
     # --- the queue ---------------------------------------------------------------------
 
@@ -107,11 +116,13 @@ class DeliveryRepository:
                 .where(deliveries.c.id.in_(chosen))
                 .values(next_attempt_at=now + lease)
             )
-            return await _jobs(conn, chosen)
+            return await _jobs(conn, chosen, self.box, skip_unreadable=True)
 
     async def job(self, webhook_id: str, delivery_id: str) -> Job:
+        if not is_wellformed(delivery_id):
+            raise NotFound(f"no delivery with id {delivery_id!r} for this webhook")
         async with self.db.read() as conn:
-            jobs = await _jobs(conn, [delivery_id])
+            jobs = await _jobs(conn, [delivery_id], self.box)
         if not jobs or jobs[0].webhook_id != webhook_id:
             raise NotFound(f"no delivery with id {delivery_id!r} for this webhook")
         return jobs[0]
@@ -162,8 +173,8 @@ class DeliveryRepository:
                         "schedule_step": c.decision.schedule_step,
                     }
                 )
-                if c.decision.disable_reason:
-                    gone[job.webhook_id] = c.decision.disable_reason
+            if reason := disable_reason(r):
+                gone[job.webhook_id] = reason
             if not job.is_test:
                 (healthy if r.succeeded else failing).add(job.webhook_id)
         async with self.db.write() as conn:
@@ -288,6 +299,8 @@ class DeliveryRepository:
         return Page(items, Cursor(items[-1].created_at, items[-1].id).encode() if more else None)
 
     async def get(self, webhook_id: str, delivery_id: str) -> tuple[Delivery, list[Attempt]]:
+        if not is_wellformed(delivery_id):
+            raise NotFound(f"no delivery with id {delivery_id!r} for this webhook")
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
@@ -315,7 +328,15 @@ class DeliveryRepository:
             return {status: int(n) for status, n in rows.all()}
 
 
-async def _jobs(conn: AsyncConnection, ids: Sequence[str]) -> list[Job]:
+async def _jobs(
+    conn: AsyncConnection, ids: Sequence[str], box: SecretBox, *, skip_unreadable: bool = False
+) -> list[Job]:
+    """The jobs of ``ids`` with their secrets opened.
+
+    ``skip_unreadable``: leave out (and log) a delivery whose webhook secret cannot be
+    decrypted, so one such webhook cannot stall the whole queue; its claim lapses
+    and it is tried again later. Otherwise ``SecretUnreadable`` is raised.
+    """
     rows = await conn.execute(
         select(
             deliveries.c.id,
@@ -336,22 +357,40 @@ async def _jobs(conn: AsyncConnection, ids: Sequence[str]) -> list[Job]:
         .join(events, events.c.id == deliveries.c.event_id)
         .where(deliveries.c.id.in_(ids))
     )
-    return [
-        Job(
-            delivery_id=r.id,
-            webhook_id=r.webhook_id,
-            url=r.url,
-            secrets=WebhookSecrets(r.secret, r.previous_secret, r.previous_secret_expires_at),
-            event_id=r.event_id,
-            event_type=r.event_type,
-            data_json=r.data,
-            timestamp=r.timestamp,
-            attempt_count=r.attempt_count,
-            schedule_step=r.schedule_step,
-            is_test=bool(r.is_test),
+    jobs: list[Job] = []
+    for r in rows:
+        try:
+            secrets = WebhookSecrets(
+                box.open(r.secret),
+                box.open_optional(r.previous_secret),
+                r.previous_secret_expires_at,
+            )
+        except SecretUnreadable as exc:
+            if not skip_unreadable:
+                raise
+            log.error(
+                "delivery.secret_unreadable",
+                delivery_id=r.id,
+                webhook_id=r.webhook_id,
+                error=exc.message,
+            )
+            continue
+        jobs.append(
+            Job(
+                delivery_id=r.id,
+                webhook_id=r.webhook_id,
+                url=r.url,
+                secrets=secrets,
+                event_id=r.event_id,
+                event_type=r.event_type,
+                data_json=r.data,
+                timestamp=r.timestamp,
+                attempt_count=r.attempt_count,
+                schedule_step=r.schedule_step,
+                is_test=bool(r.is_test),
+            )
         )
-        for r in rows
-    ]
+    return jobs
 
 
 async def _record_manual(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -424,14 +463,13 @@ async def _update_health(
             .all()
         )
         if stale:
-            days = auto_disable_after.total_seconds() / 86400
             await conn.execute(
                 update(webhooks)
                 .where(webhooks.c.id.in_(stale))
                 .values(
                     status=WebhookStatus.DISABLED.value,
                     updated_at=now,
-                    disabled_reason=f"every delivery failed for {days:g} days",
+                    disabled_reason=auto_disable_reason(auto_disable_after),
                 )
             )
             disabled.extend(stale)
