@@ -8,8 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhook.domain.ids import new_id
@@ -40,59 +39,78 @@ class EventRepository:
         self.db = db
 
     async def ingest(self, batch: list[NewEvent], *, now: datetime) -> list[Accepted]:
-        """Store events not seen before and schedule their deliveries, all or nothing."""
-        async with self.db.write() as conn:
-            routes = await active_routes(conn)
-            return [await self._ingest_one(conn, e, routes, now) for e in batch]
+        """Store events not seen before and schedule their deliveries, all or nothing.
 
-    async def _ingest_one(
-        self, conn: AsyncConnection, event: NewEvent, routes: list[Route], now: datetime
-    ) -> Accepted:
-        insert_event = (pg_insert if self.db.dialect == "postgresql" else sqlite_insert)(events)
-        result = await conn.execute(
-            insert_event.values(
-                id=event.id,
-                type=event.type,
-                data=event.data_json,
-                timestamp=event.timestamp,
-                audience=None if event.audience is None else json.dumps(list(event.audience)),
-                created_at=now,
-            ).on_conflict_do_nothing(index_elements=["id"])
+        Results come in the order of ``batch``; an id seen before (earlier, or earlier in
+        the same batch) is a duplicate: nothing new is stored or scheduled for it.
+        """
+        for attempt in range(3):
+            try:
+                async with self.db.write() as conn:
+                    return await self._ingest(conn, batch, now)
+            except IntegrityError:
+                # Another transaction stored one of these ids meanwhile (PostgreSQL);
+                # the next try sees it as a duplicate.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _ingest(
+        self, conn: AsyncConnection, batch: list[NewEvent], now: datetime
+    ) -> list[Accepted]:
+        ids = list(dict.fromkeys(e.id for e in batch))
+        stored = set(
+            (await conn.execute(select(events.c.id).where(events.c.id.in_(ids)))).scalars()
         )
-        if result.rowcount == 0:  # seen before: idempotent, nothing new scheduled
-            count = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(deliveries)
-                    .where(deliveries.c.event_id == event.id, deliveries.c.is_test.is_(False))
-                )
-            ).scalar_one()
-            return Accepted(event.id, count, duplicate=True)
-        targets = recipients(routes, event.type, event.audience)
-        if targets:
-            await conn.execute(
-                insert(deliveries),
-                [_new_delivery(event.id, event.type, wid, now) for wid in targets],
+        fresh: dict[str, NewEvent] = {}
+        for event in batch:
+            if event.id not in stored:
+                fresh.setdefault(event.id, event)
+        counts: dict[str, int] = {}
+        if fresh:
+            routes = await active_routes(conn)
+            await conn.execute(insert(events), [_event_row(e, now) for e in fresh.values()])
+            rows: list[dict[str, Any]] = []
+            for event in fresh.values():
+                targets = recipients(routes, event.type, event.audience)
+                counts[event.id] = len(targets)
+                rows.extend(_new_delivery(event.id, event.type, w, now) for w in targets)
+            if rows:
+                await conn.execute(insert(deliveries), rows)
+        if stored:
+            counted = await conn.execute(
+                select(deliveries.c.event_id, func.count())
+                .where(deliveries.c.event_id.in_(stored), deliveries.c.is_test.is_(False))
+                .group_by(deliveries.c.event_id)
             )
-        return Accepted(event.id, len(targets), duplicate=False)
+            counts.update({event_id: int(n) for event_id, n in counted.all()})
+        results = []
+        first = set(fresh)
+        for event in batch:
+            is_new = event.id in first
+            first.discard(event.id)
+            results.append(Accepted(event.id, counts.get(event.id, 0), duplicate=not is_new))
+        return results
 
     async def schedule_test(self, event: NewEvent, webhook_id: str, *, now: datetime) -> str:
         """Store a test event with one delivery to one webhook, already claimed by the caller."""
         delivery = _new_delivery(event.id, event.type, webhook_id, now, is_test=True)
         delivery["next_attempt_at"] = None  # sent right away by the API, never by the queue
         async with self.db.write() as conn:
-            await conn.execute(
-                insert(events).values(
-                    id=event.id,
-                    type=event.type,
-                    data=event.data_json,
-                    timestamp=event.timestamp,
-                    audience=None,
-                    created_at=now,
-                )
-            )
+            await conn.execute(insert(events).values(_event_row(event, now)))
             await conn.execute(insert(deliveries).values(**delivery))
         return str(delivery["id"])
+
+
+def _event_row(event: NewEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "data": event.data_json,
+        "timestamp": event.timestamp,
+        "audience": None if event.audience is None else json.dumps(list(event.audience)),
+        "created_at": now,
+    }
 
 
 def _new_delivery(
