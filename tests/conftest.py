@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from bellhook.config import Settings
 from bellhook.domain.destination import Resolver
 from bellhook.runtime import Runtime, utc_now
 from bellhook.store.database import Database
+from tests.support import Receiver, Setup, guard_loopback, receiver_pool
 
 # Read once, before the autouse fixture below clears every BELLHOOK_* variable.
 TEST_DATABASE_URL = os.environ.get("BELLHOOK_TEST_DATABASE_URL")
@@ -139,3 +140,45 @@ async def service(serve: Callable[..., Any]) -> Service:
 @pytest.fixture
 def project_root() -> Iterator[Path]:
     yield Path(__file__).resolve().parent.parent
+
+
+# --- receivers and delivering apps (helpers in tests/support.py) ---------------------------
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test fails if it connects anywhere but 127.0.0.1 or ::1."""
+    violations = guard_loopback(monkeypatch)
+    yield
+    assert violations == []
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
+    async with receiver_pool() as start:
+        yield start
+
+
+@pytest.fixture
+async def delivering(serve: Callable[..., Any]) -> AsyncIterator[Callable[..., Awaitable[Setup]]]:
+    """``await delivering(**settings)``: a delivering app and an admin client for it."""
+    made: list[httpx.AsyncClient] = []
+
+    async def start(**overrides: Any) -> Setup:
+        settings: dict[str, Any] = {
+            "worker": True,
+            "dev_mode": True,
+            "retry_schedule": "0.2,0.4,0.8",
+            "delivery_timeout": 2.0,
+            # Poll often, so that retry spacing comes from the schedule, not the poll.
+            "poll_interval": 0.05,
+        }
+        settings.update(overrides)
+        svc = await serve(**settings)
+        api = svc.client(await svc.new_key("ops", admin=True))
+        made.append(api)
+        return Setup(svc, api)
+
+    yield start
+    for client in made:
+        await client.aclose()

@@ -8,16 +8,13 @@ behind them), the fast receiver would never get all 40 and the wait would fail.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-from tests.acceptance.test_delivery import (
+from tests.support import (
     create_webhook,
     deliveries,
     eventually,
-    guard_loopback,
     hang,
     publish,
     receiver_pool,
@@ -25,13 +22,6 @@ from tests.acceptance.test_delivery import (
 
 EVENTS = 40
 PER_WEBHOOK = 2
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    violations = guard_loopback(monkeypatch)
-    yield
-    assert violations == []
 
 
 async def test_a_hanging_receiver_does_not_delay_another(serve: Callable[..., Any]) -> None:

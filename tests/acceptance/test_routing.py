@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.acceptance.test_delivery import (
+from tests.support import (
     Receiver,
     create_webhook,
     deliveries,
     error_of,
-    guard_loopback,
     ok_data,
     publish,
     receiver_pool,
@@ -31,13 +30,6 @@ from tests.acceptance.test_delivery import (
 )
 
 MAX_SAFE = 2**53 - 1
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    violations = guard_loopback(monkeypatch)
-    yield
-    assert violations == []
 
 
 class World:

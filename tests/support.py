@@ -1,0 +1,347 @@
+"""Helpers the acceptance tests share: real HTTP receivers on loopback, a guard that
+fails any connection elsewhere, and small wrappers around the bellhook API.
+
+Receivers are aiohttp.web apps on 127.0.0.1 started by the tests, registered by IP
+literal. Every wait is bounded (``asyncio.wait_for`` on a receiver's arrivals, or a
+bounded poll of the delivery log), so a regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from ipaddress import ip_address
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+SECRET = "s3cret-for-delivery-tests-0123456789"
+WAIT = 20.0  # upper bound of any wait; a hang fails the test, never the timing
+
+# --- receivers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request a receiver got."""
+
+    path: str
+    headers: CIMultiDict[str]
+    body: bytes
+    at: float  # time.monotonic() on arrival
+    seq: int  # arrival order, from 0
+
+    @property
+    def event_id(self) -> str:
+        return self.headers["X-Webhook-Id"]
+
+    @property
+    def attempt(self) -> int:
+        return int(self.headers["X-Webhook-Attempt"])
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+Responder = Callable[["Receiver", web.Request, Hit], Awaitable[web.StreamResponse]]
+
+
+async def ok(_rx: Receiver, _request: web.Request, _hit: Hit) -> web.StreamResponse:
+    return web.Response(text="ok")
+
+
+def status(code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Responder:
+    async def respond(_rx: Receiver, _request: web.Request, _hit: Hit) -> web.StreamResponse:
+        return web.Response(status=code, body=body, headers=headers)
+
+    return respond
+
+
+async def hang(rx: Receiver, _request: web.Request, _hit: Hit) -> web.StreamResponse:
+    """Hold the request open until the receiver's ``release`` event is set."""
+    await rx.release.wait()
+    return web.Response(text="late")
+
+
+def fail_first(n: int, then: Responder = ok, fail: Responder | None = None) -> Responder:
+    """The first ``n`` requests of each event (by X-Webhook-Id) fail, later ones get ``then``."""
+    failing = fail or status(500, b"not yet")
+
+    async def respond(rx: Receiver, request: web.Request, hit: Hit) -> web.StreamResponse:
+        seen = sum(1 for h in rx.hits if h.event_id == hit.event_id and h.seq <= hit.seq)
+        return await (failing if seen <= n else then)(rx, request, hit)
+
+    return respond
+
+
+class Receiver:
+    """An aiohttp.web app on 127.0.0.1 that records every request in arrival order.
+
+    ``respond`` decides the answer and may be swapped at any time; ``release`` frees
+    requests held by ``hang`` (it is set at teardown). ``in_flight``/``max_in_flight``
+    count requests being answered at once.
+    """
+
+    def __init__(self, respond: Responder = ok) -> None:
+        self.respond = respond
+        self.hits: list[Hit] = []
+        self.release = asyncio.Event()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.port = 0
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=1024**2)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self.release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        hit = Hit(
+            request.path, CIMultiDict(request.headers), body, time.monotonic(), len(self.hits)
+        )
+        self.hits.append(hit)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            async with self._changed:
+                self._changed.notify_all()
+            return await self.respond(self, request, hit)
+        finally:
+            self.in_flight -= 1
+
+    async def wait_until(
+        self, predicate: Callable[[list[Hit]], bool], *, timeout: float = WAIT, what: str = ""
+    ) -> list[Hit]:
+        """Wait for ``predicate(hits)`` to hold; fails the test after ``timeout`` seconds."""
+
+        async def check() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: predicate(self.hits))
+
+        try:
+            await asyncio.wait_for(check(), timeout)
+        except TimeoutError:
+            seen = [
+                (h.path, h.headers.get("X-Webhook-Id"), h.headers.get("X-Webhook-Attempt"))
+                for h in self.hits
+            ]
+            pytest.fail(
+                f"receiver did not get {what or 'what was expected'} "
+                f"within {timeout} s; it got {len(seen)} requests: {seen[:50]}"
+            )
+        return list(self.hits)
+
+    async def wait_for_count(
+        self, n: int, *, timeout: float = WAIT, path: str | None = None
+    ) -> list[Hit]:
+        def enough(hits: list[Hit]) -> bool:
+            return len([h for h in hits if path is None or h.path == path]) >= n
+
+        hits = await self.wait_until(enough, timeout=timeout, what=f"{n} requests")
+        return [h for h in hits if path is None or h.path == path]
+
+    def of(self, event_id: str) -> list[Hit]:
+        return [h for h in self.hits if h.headers.get("X-Webhook-Id") == event_id]
+
+
+@asynccontextmanager
+async def receiver_pool() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
+    """``await start(respond)`` starts a receiver; all are released and stopped on exit."""
+    started: list[Receiver] = []
+
+    async def start(respond: Responder = ok) -> Receiver:
+        rx = Receiver(respond)
+        await rx.start()
+        started.append(rx)
+        return rx
+
+    try:
+        yield start
+    finally:
+        for rx in started:
+            rx.release.set()
+        for rx in started:
+            await rx.close()
+
+
+LOOPBACK = frozenset({ip_address("127.0.0.1"), ip_address("::1")})
+
+
+def guard_loopback(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Make any connection from this process to a non-loopback address fail loudly.
+
+    Returns the list of refused addresses (check it is empty at teardown).
+    """
+    violations: list[object] = []
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def allowed(address: Any) -> bool:
+        if not isinstance(address, tuple):
+            return True  # AF_UNIX
+        if ip_address(str(address[0]).split("%")[0]) in LOOPBACK:
+            return True
+        violations.append(address)
+        return False
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if not allowed(address):
+            raise AssertionError(f"test tried to connect to {address!r}")
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        if not allowed(address):
+            raise AssertionError(f"test tried to connect to {address!r}")
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    return violations
+
+
+# --- API helpers -------------------------------------------------------------------------
+
+
+def ok_data(resp: httpx.Response, status_code: int = 200) -> Any:
+    assert resp.status_code == status_code, resp.text
+    body = resp.json()
+    assert body["success"] is True, body
+    return body["data"]
+
+
+def error_of(resp: httpx.Response, status_code: int) -> dict[str, Any]:
+    assert resp.status_code == status_code, resp.text
+    body = resp.json()
+    assert set(body) == {"success", "error"}, body
+    assert body["success"] is False
+    assert isinstance(body["error"]["code"], str) and body["error"]["code"]
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body["error"]
+
+
+async def create_webhook(
+    api: httpx.AsyncClient, url: str, events: list[str] | None = None, secret: str = SECRET
+) -> dict[str, Any]:
+    body = {"url": url, "events": events or ["post.created"], "secret": secret}
+    data: dict[str, Any] = ok_data(await api.post("/api/webhooks", json=body), 201)
+    return data
+
+
+async def publish(
+    api: httpx.AsyncClient,
+    event: str = "post.created",
+    data: dict[str, Any] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    body = {"event": event, "data": {"id": "post_1"} if data is None else data, **fields}
+    accepted: dict[str, Any] = ok_data(
+        await api.post("/api/events", json=body, headers=headers), 202
+    )
+    return accepted
+
+
+async def deliveries(
+    api: httpx.AsyncClient, webhook_id: str, **params: Any
+) -> list[dict[str, Any]]:
+    """Every delivery of a webhook (all pages), newest first."""
+    items: list[dict[str, Any]] = []
+    query: dict[str, Any] = {"limit": 100, **params}
+    while True:
+        resp = await api.get(f"/api/webhooks/{webhook_id}/deliveries", params=query)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        items.extend(body["data"])
+        cursor = body["pagination"]["nextCursor"]
+        if not cursor:
+            return items
+        query["cursor"] = cursor
+
+
+async def delivery_of(api: httpx.AsyncClient, webhook_id: str, event_id: str) -> dict[str, Any]:
+    found = [d for d in await deliveries(api, webhook_id) if d["eventId"] == event_id]
+    assert len(found) == 1, found
+    detail: dict[str, Any] = ok_data(
+        await api.get(f"/api/webhooks/{webhook_id}/deliveries/{found[0]['id']}")
+    )
+    return detail
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]],
+    until: Callable[[Any], bool],
+    *,
+    timeout: float = WAIT,
+    what: str = "",
+) -> Any:
+    """Poll ``probe()`` (e.g. the delivery log, which cannot be awaited) until ``until``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what or 'condition'} not reached within {timeout} s; last: {value}")
+        await asyncio.sleep(0.05)
+
+
+async def settled(
+    api: httpx.AsyncClient, webhook_id: str, event_id: str, state: str, *, timeout: float = WAIT
+) -> dict[str, Any]:
+    """The delivery's detail once its status is ``state``."""
+    detail: dict[str, Any] = await eventually(
+        lambda: delivery_of(api, webhook_id, event_id),
+        lambda d: d["status"] == state,
+        timeout=timeout,
+        what=f"delivery of {event_id} {state}",
+    )
+    return detail
+
+
+def signature_ok(hit: Hit, secret: str = SECRET) -> bool:
+    expected = hmac.new(secret.encode(), hit.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(hit.headers.get("X-Webhook-Signature", ""), expected)
+
+
+def parse_ts(value: str) -> datetime:
+    assert value.endswith("Z"), value
+    return datetime.fromisoformat(value)
+
+
+@dataclass
+class Setup:
+    svc: Any
+    api: httpx.AsyncClient
+
+
+Start = Callable[..., Awaitable[Receiver]]
+Deliver = Callable[..., Awaitable[Setup]]
