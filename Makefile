@@ -21,12 +21,12 @@ run: install
 	$(BIN)/bellhook serve
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Node.js packages the tests run against (Express for the guide's receiver code).
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
