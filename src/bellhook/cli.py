@@ -24,6 +24,7 @@ app = typer.Typer(
     help="bellhook: webhook delivery for Bellamy Book.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help texts show "[env BELLHOOK_...]" literally
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -39,6 +40,16 @@ DatabaseOpt = Annotated[
         show_default=False,
     ),
 ]
+
+DevOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--dev",
+        help="development mode: allow http:// and local targets [env BELLHOOK_DEV_MODE]",
+        show_default=False,
+    ),
+]
+LogLevelOpt = Annotated[str | None, typer.Option(help="[env BELLHOOK_LOG_LEVEL]")]
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -71,14 +82,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="[env BELLHOOK_HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="[env BELLHOOK_PORT, default 8080]")] = None,
     database_url: DatabaseOpt = None,
-    dev: Annotated[
-        bool | None,
-        typer.Option(
-            "--dev",
-            help="development mode: allow http:// and local targets [env BELLHOOK_DEV_MODE]",
-            show_default=False,
-        ),
-    ] = None,
+    dev: DevOpt = None,
     worker: Annotated[
         bool | None,
         typer.Option(
@@ -87,7 +91,7 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="[env BELLHOOK_LOG_LEVEL]")] = None,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Serve the HTTP API (and, by default, deliver webhooks)."""
     import uvicorn
@@ -118,15 +122,8 @@ def serve(
 @app.command()
 def worker(
     database_url: DatabaseOpt = None,
-    dev: Annotated[
-        bool | None,
-        typer.Option(
-            "--dev",
-            help="development mode: allow http:// and local targets [env BELLHOOK_DEV_MODE]",
-            show_default=False,
-        ),
-    ] = None,
-    log_level: Annotated[str | None, typer.Option(help="[env BELLHOOK_LOG_LEVEL]")] = None,
+    dev: DevOpt = None,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Deliver webhooks without serving the API (run `serve --no-worker` beside it)."""
     import signal
