@@ -117,6 +117,9 @@ class PolicyResolver(AbstractResolver):
         """Nothing to release: the wrapped resolver belongs to the caller."""
 
 
+PASSED_CACHE_SIZE = 10_000
+
+
 class DestinationGuard:
     """What the sender holds: one policy and one resolver for both checks."""
 
@@ -124,6 +127,10 @@ class DestinationGuard:
         self._policy = policy
         self._resolver: Resolver = resolver if resolver is not None else SystemResolver()
         self._connector_resolver = PolicyResolver(self._resolver, policy)
+        # URLs that passed check_before_send. The verdict is a pure function of the URL
+        # and the (frozen) policy, and the same few URLs are checked thousands of times
+        # a second on the delivery path.
+        self._passed: dict[str, WebhookTarget] = {}
 
     @property
     def policy(self) -> DestinationPolicy:
@@ -143,6 +150,9 @@ class DestinationGuard:
         Needed because aiohttp connects to IP literals without consulting the
         resolver. Names are judged at connect time by ``PolicyResolver``.
         """
+        passed = self._passed.get(url)
+        if passed is not None:
+            return passed
         target = self._policy.check_url(url)
         try:
             parsed = URL(url)
@@ -151,6 +161,9 @@ class DestinationGuard:
                 "the webhook URL is not valid", details=[{"field": "url", "rule": "invalid_url"}]
             ) from None
         self._check_client_url(parsed)
+        if len(self._passed) >= PASSED_CACHE_SIZE:
+            self._passed.clear()
+        self._passed[url] = target
         return target
 
     async def middleware(

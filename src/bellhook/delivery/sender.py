@@ -74,7 +74,8 @@ class Sender:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
-            middlewares=(self.guard.middleware,),
+            # No per-request middleware: redirects are never followed, so the one hop is
+            # judged by check_before_send, and host names by the resolver at connect time.
             trust_env=False,  # a proxy would resolve names behind the policy's back
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding",),

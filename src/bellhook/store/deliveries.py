@@ -86,8 +86,8 @@ class DeliveryRepository:
         per_webhook: int,
     ) -> list[Job]:
         saturated = [w for w, n in in_flight.items() if n >= per_webhook]
-        query = (
-            select(deliveries.c.id, deliveries.c.webhook_id)
+        due = (
+            select(deliveries.c.id, deliveries.c.webhook_id, deliveries.c.next_attempt_at)
             .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
             .where(
                 deliveries.c.status == DeliveryStatus.PENDING.value,
@@ -98,9 +98,26 @@ class DeliveryRepository:
             .limit(limit * CANDIDATE_FACTOR)
         )
         if saturated:
-            query = query.where(deliveries.c.webhook_id.not_in(saturated))
+            due = due.where(deliveries.c.webhook_id.not_in(saturated))
         if self.db.dialect == "postgresql":
-            query = query.with_for_update(of=deliveries, skip_locked=True)
+            due = due.with_for_update(of=deliveries, skip_locked=True)
+        # The database ranks candidates within each webhook and returns no more of one
+        # webhook than it could ever take: a long backlog of one webhook costs a scan of
+        # index entries, not thousands of rows built in Python.
+        scanned = due.subquery()
+        ranked = select(
+            scanned.c.id,
+            scanned.c.webhook_id,
+            scanned.c.next_attempt_at,
+            func.row_number()
+            .over(partition_by=scanned.c.webhook_id, order_by=scanned.c.next_attempt_at)
+            .label("rank"),
+        ).subquery()
+        query = (
+            select(ranked.c.id, ranked.c.webhook_id)
+            .where(ranked.c.rank <= per_webhook)
+            .order_by(ranked.c.next_attempt_at)
+        )
         async with self.db.write() as conn:
             rows = (await conn.execute(query)).all()
             chosen = pick_claims(
