@@ -38,3 +38,21 @@ test: lint $(NODE_STAMP)
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# --- Benchmarks (bench/, docs/benchmarks.md) ---------------------------------------------
+# Everything on 127.0.0.1. `bench` also runs on PostgreSQL when BELLHOOK_BENCH_DATABASE_URL
+# is set. The peer (django-outbound-webhooks) and matplotlib live in a bench-only venv.
+BENCH_VENV  := bench/.venv-peer
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): bench/requirements-peer.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/requirements-peer.txt
+	@touch $(BENCH_STAMP)
+
+bench: install $(BENCH_STAMP)
+	$(BIN)/python -m bench.run
+
+bench-quick: install
+	$(BIN)/python -m bench.run --quick
