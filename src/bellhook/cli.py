@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+import uvloop
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -71,7 +72,9 @@ def run_with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T
             return await action(rt)
 
     try:
-        return asyncio.run(main())
+        # uvloop, as uvicorn uses for serve: the worker's event loop is its hot path.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main())
     except BellhookError as exc:
         err.print(f"[red]bellhook: {exc.message}[/red]")
         raise typer.Exit(1) from exc

@@ -20,7 +20,7 @@ _bearer = HTTPBearer(
 )
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:  # async: a sync one costs a thread hop
     rt: Runtime = request.app.state.runtime
     return rt
 

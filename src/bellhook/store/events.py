@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,9 +35,45 @@ class Accepted:
     duplicate: bool
 
 
+MAX_GROUP = 1000  # events committed together at most by ingest_one
+
+
 class EventRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._waiting: list[tuple[NewEvent, datetime, asyncio.Future[Accepted]]] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    async def ingest_one(self, event: NewEvent, *, now: datetime) -> Accepted:
+        """Ingest one event, in one transaction with the events other requests publish at
+        the same moment (group commit).
+
+        A lone event is committed at once; under load, the events that arrive while a
+        commit runs share the next one, so a transaction costs once per group instead of
+        once per event. Each caller returns only once its event is committed.
+        """
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._waiting.append((event, now, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_waiting())
+        # shield: a caller that goes away must not cancel the others' commit.
+        return await asyncio.shield(future)
+
+    async def _commit_waiting(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+            try:
+                results = await self.ingest(
+                    [e for e, _, _ in group], now=max(n for _, n, _ in group)
+                )
+            except Exception as exc:  # every caller of the group learns the failure
+                for _, _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), result in zip(group, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     async def ingest(self, batch: list[NewEvent], *, now: datetime) -> list[Accepted]:
         """Store events not seen before and schedule their deliveries, all or nothing.

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from sqlalchemy import select, update
 
-from bellhook.domain.credentials import IssuedKey, issue_key, key_id_of, token_matches
+from bellhook.domain.credentials import (
+    IssuedKey,
+    hash_token,
+    issue_key,
+    key_id_of,
+    token_matches,
+)
 from bellhook.domain.models import ApiKey, Principal
 from bellhook.errors import AuthenticationFailed, NotFound
 from bellhook.store.database import Database
 from bellhook.store.rows import to_api_key
 from bellhook.store.tables import api_keys
 
+# Keys that authenticated recently, by token digest: a publisher sending thousands of
+# events a second would otherwise pay a database read per call. A key revoked by
+# another process (the CLI) is refused within AUTH_CACHE_SECONDS; by this one, at once.
+AUTH_CACHE_SECONDS = 1.0
+AUTH_CACHE_SIZE = 10_000
+
 
 class KeyRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._recent: dict[str, tuple[Principal, float]] = {}
 
     async def create(
         self, owner_id: str, *, is_admin: bool, name: str | None, now: datetime
@@ -39,6 +53,10 @@ class KeyRepository:
 
     async def authenticate(self, token: str) -> Principal:
         key_id = key_id_of(token)
+        digest = hash_token(token)
+        cached = self._recent.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
@@ -54,7 +72,11 @@ class KeyRepository:
             raise AuthenticationFailed("the API key is not valid")
         if row.revoked_at is not None:
             raise AuthenticationFailed("the API key has been revoked")
-        return Principal(key_id=key_id, owner_id=row.owner_id, is_admin=bool(row.is_admin))
+        caller = Principal(key_id=key_id, owner_id=row.owner_id, is_admin=bool(row.is_admin))
+        if len(self._recent) >= AUTH_CACHE_SIZE:
+            self._recent.clear()
+        self._recent[digest] = (caller, time.monotonic() + AUTH_CACHE_SECONDS)
+        return caller
 
     async def list(self, owner_id: str | None = None) -> list[ApiKey]:
         query = select(api_keys).order_by(api_keys.c.created_at.desc(), api_keys.c.id.desc())
@@ -64,6 +86,7 @@ class KeyRepository:
             return [to_api_key(r) for r in (await conn.execute(query)).all()]
 
     async def revoke(self, key_id: str, *, now: datetime) -> None:
+        self._recent = {d: v for d, v in self._recent.items() if v[0].key_id != key_id}
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(api_keys)

@@ -78,7 +78,7 @@ async def publish_event(
 ) -> Envelope[EventAccepted]:
     now = rt.clock()
     event = new_event(body, idempotency_key=idempotency_key, now=now)
-    (accepted,) = await rt.events.ingest([event], now=now)
+    accepted = await rt.events.ingest_one(event, now=now)
     if accepted.deliveries and not accepted.duplicate:
         rt.work_available.set()
     return Envelope(
