@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -29,6 +29,7 @@ from bellhook.store.deliveries import Completed, Job
 
 log = structlog.get_logger("bellhook.delivery")
 
+CLAIM_AHEAD = 2  # claim up to this many rounds of slots (in flight + queued)
 FLUSH_EVERY = 0.05  # seconds between outcome writes under load
 FLUSH_AT = 500  # outcomes that trigger a write at once
 PURGE_EVERY = 600.0
@@ -45,7 +46,12 @@ class Dispatcher:
         # A claim lapses after twice the timeout (the send, then time to record it) plus a
         # margin; a worker killed mid-delivery thus has its deliveries retried soon after.
         self.lease = timedelta(seconds=2 * rt.settings.delivery_timeout + 5)
-        self._in_flight: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()  # requests under way, per webhook
+        # Claimed ahead, waiting for a slot of their webhook: the next claim's round trip
+        # overlaps with sending, instead of slots standing empty while it runs. At most
+        # one more round per webhook, well inside the lease.
+        self._queued: dict[str, deque[Job]] = {}
+        self._held: Counter[str] = Counter()  # in flight + queued, per webhook
         self._freed = 0  # slots freed since the last claim
         self._refill_step = max(
             1, min(rt.settings.per_webhook_concurrency, rt.settings.max_concurrency) // 4
@@ -90,16 +96,18 @@ class Dispatcher:
         while not self._stopping.is_set():
             self._wake.clear()
             self._freed = 0
-            free = settings.max_concurrency - sum(self._in_flight.values())
+            window = CLAIM_AHEAD * settings.max_concurrency
+            free = window - sum(self._held.values())
+            limit = min(free, settings.claim_batch)
             jobs: list[Job] = []
             if free > 0:
                 try:
                     jobs = await self.rt.deliveries.claim(
                         now=self.rt.clock(),
-                        limit=min(free, settings.claim_batch),
+                        limit=limit,
                         lease=self.lease,
-                        in_flight=self._in_flight,
-                        per_webhook=settings.per_webhook_concurrency,
+                        in_flight=self._held,
+                        per_webhook=CLAIM_AHEAD * settings.per_webhook_concurrency,
                     )
                 except BellhookError as exc:
                     log.warning("dispatcher.claim_failed", error=exc.message)
@@ -108,9 +116,23 @@ class Dispatcher:
             for job in jobs:
                 if job.delivery_id in self._active:
                     continue
-                self._start(job)
-            if len(jobs) < min(free, settings.claim_batch) or free <= 0:
+                self._active.add(job.delivery_id)
+                self._held[job.webhook_id] += 1
+                self._queued.setdefault(job.webhook_id, deque()).append(job)
+            self._pump()
+            if len(jobs) < limit or free <= 0:
                 await self._idle(settings.poll_interval)
+
+    def _pump(self) -> None:
+        """Start queued jobs while their webhook and the dispatcher have free slots."""
+        per_webhook = self.settings.per_webhook_concurrency
+        room = self.settings.max_concurrency - sum(self._in_flight.values())
+        for webhook_id, queue in list(self._queued.items()):
+            while queue and room > 0 and self._in_flight[webhook_id] < per_webhook:
+                self._start(queue.popleft())
+                room -= 1
+            if not queue:
+                del self._queued[webhook_id]
 
     async def _idle(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -118,7 +140,6 @@ class Dispatcher:
 
     def _start(self, job: Job) -> None:
         self._in_flight[job.webhook_id] += 1
-        self._active.add(job.delivery_id)
         task = asyncio.create_task(self._deliver(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -144,12 +165,17 @@ class Dispatcher:
             self._in_flight[job.webhook_id] -= 1
             if self._in_flight[job.webhook_id] <= 0:
                 del self._in_flight[job.webhook_id]
+            self._held[job.webhook_id] -= 1
+            if self._held[job.webhook_id] <= 0:
+                del self._held[job.webhook_id]
+            if not self._stopping.is_set():
+                self._pump()
             if not recorded:
                 self._active.discard(job.delivery_id)
             # Refill in steps, not after every single completion: a claim is a write
             # transaction, and one per delivery would halve throughput.
             self._freed += 1
-            if self._freed >= self._refill_step or not self._in_flight:
+            if self._freed >= self._refill_step or not self._held:
                 self._wake.set()
 
     def _log(self, job: Job, result: AttemptResult, retrying: bool, when: object) -> None:
@@ -204,6 +230,15 @@ class Dispatcher:
             log.warning("webhook.disabled", webhook_id=webhook_id)
 
     async def _drain(self) -> None:
+        queued = [job.delivery_id for queue in self._queued.values() for job in queue]
+        self._queued.clear()
+        if queued:
+            # Claimed but never sent: due again now, not when their lease runs out.
+            try:
+                await self.rt.deliveries.release(queued, now=self.rt.clock())
+            except BellhookError as exc:
+                log.warning("dispatcher.release_failed", error=exc.message)
+            self._active.difference_update(queued)
         if not self._tasks:
             return
         log.info(

@@ -135,6 +135,18 @@ class DeliveryRepository:
             )
             return await _jobs(conn, chosen, self.box, skip_unreadable=True)
 
+    async def release(self, ids: Sequence[str], *, now: datetime) -> None:
+        """Give claimed deliveries that were never sent back to the queue, due now."""
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.id.in_(ids),
+                    deliveries.c.status == DeliveryStatus.PENDING.value,
+                )
+                .values(next_attempt_at=now)
+            )
+
     async def job(self, webhook_id: str, delivery_id: str) -> Job:
         if not is_wellformed(delivery_id):
             raise NotFound(f"no delivery with id {delivery_id!r} for this webhook")
