@@ -14,7 +14,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    CompoundSelect,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhook.domain.ids import is_wellformed, new_id
@@ -39,7 +50,7 @@ from bellhook.store.rows import to_attempt, to_delivery
 from bellhook.store.secretbox import SecretBox, SecretUnreadable
 from bellhook.store.tables import attempts, deliveries, events, webhooks
 
-CANDIDATE_FACTOR = 4
+CLAIM_BRANCHES = 100  # webhooks looked at per claim statement
 log = structlog.get_logger("bellhook.store")
 
 
@@ -85,41 +96,19 @@ class DeliveryRepository:
         in_flight: Mapping[str, int],
         per_webhook: int,
     ) -> list[Job]:
-        saturated = [w for w, n in in_flight.items() if n >= per_webhook]
-        due = (
-            select(deliveries.c.id, deliveries.c.webhook_id, deliveries.c.next_attempt_at)
-            .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
-            .where(
-                deliveries.c.status == DeliveryStatus.PENDING.value,
-                deliveries.c.next_attempt_at <= now,
-                webhooks.c.status == WebhookStatus.ACTIVE.value,
-            )
-            .order_by(deliveries.c.next_attempt_at)
-            .limit(limit * CANDIDATE_FACTOR)
-        )
-        if saturated:
-            due = due.where(deliveries.c.webhook_id.not_in(saturated))
-        if self.db.dialect == "postgresql":
-            due = due.with_for_update(of=deliveries, skip_locked=True)
-        # The database ranks candidates within each webhook and returns no more of one
-        # webhook than it could ever take: a long backlog of one webhook costs a scan of
-        # index entries, not thousands of rows built in Python.
-        scanned = due.subquery()
-        ranked = select(
-            scanned.c.id,
-            scanned.c.webhook_id,
-            scanned.c.next_attempt_at,
-            func.row_number()
-            .over(partition_by=scanned.c.webhook_id, order_by=scanned.c.next_attempt_at)
-            .label("rank"),
-        ).subquery()
-        query = (
-            select(ranked.c.id, ranked.c.webhook_id)
-            .where(ranked.c.rank <= per_webhook)
-            .order_by(ranked.c.next_attempt_at)
-        )
         async with self.db.write() as conn:
-            rows = (await conn.execute(query)).all()
+            active = (
+                await conn.execute(
+                    select(webhooks.c.id).where(webhooks.c.status == WebhookStatus.ACTIVE.value)
+                )
+            ).scalars()
+            room = {w: per_webhook - in_flight.get(w, 0) for w in active}
+            rows = []
+            open_hooks = [w for w, free in room.items() if free > 0]
+            for start in range(0, len(open_hooks), CLAIM_BRANCHES):
+                query = self._due_of(open_hooks[start : start + CLAIM_BRANCHES], room, now)
+                rows.extend((await conn.execute(query)).all())
+            rows.sort(key=lambda r: r.next_attempt_at)
             chosen = pick_claims(
                 (Candidate(r.id, r.webhook_id) for r in rows),
                 in_flight=in_flight,
@@ -134,6 +123,32 @@ class DeliveryRepository:
                 .values(next_attempt_at=now + lease)
             )
             return await _jobs(conn, chosen, self.box, skip_unreadable=True)
+
+    def _due_of(
+        self, hooks: Sequence[str], room: Mapping[str, int], now: datetime
+    ) -> CompoundSelect[Any]:
+        """The oldest due deliveries of each webhook, no more than it has room for.
+
+        One index seek per webhook on ``(webhook_id, status, next_attempt_at)``: a dead
+        receiver's backlog is never walked through to find a healthy webhook's work, so
+        it cannot slow the others' claims down.
+        """
+        branches = []
+        for webhook_id in hooks:
+            branch = (
+                select(deliveries.c.id, deliveries.c.webhook_id, deliveries.c.next_attempt_at)
+                .where(
+                    deliveries.c.webhook_id == webhook_id,
+                    deliveries.c.status == DeliveryStatus.PENDING.value,
+                    deliveries.c.next_attempt_at <= now,
+                )
+                .order_by(deliveries.c.next_attempt_at)
+                .limit(room[webhook_id])
+            )
+            if self.db.dialect == "postgresql":
+                branch = branch.with_for_update(skip_locked=True)
+            branches.append(select(branch.subquery()))
+        return union_all(*branches)
 
     async def release(self, ids: Sequence[str], *, now: datetime) -> None:
         """Give claimed deliveries that were never sent back to the queue, due now."""

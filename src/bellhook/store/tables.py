@@ -108,7 +108,7 @@ deliveries = Table(
     Column("is_test", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    Index("ix_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_deliveries_due", "webhook_id", "status", "next_attempt_at"),
     Index("ix_deliveries_webhook_created", "webhook_id", "created_at", "id"),
     Index("ix_deliveries_event", "event_id"),
     Index("ix_deliveries_updated", "updated_at"),

@@ -70,7 +70,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.create_index("ix_deliveries_due", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index(
+            "ix_deliveries_due", ["webhook_id", "status", "next_attempt_at"], unique=False
+        )
         batch_op.create_index("ix_deliveries_event", ["event_id"], unique=False)
         batch_op.create_index("ix_deliveries_updated", ["updated_at"], unique=False)
         batch_op.create_index(
