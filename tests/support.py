@@ -231,20 +231,28 @@ def guard_loopback(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 
 def ok_data(resp: httpx.Response, status_code: int = 200) -> Any:
+    """The ``data`` of a success envelope (None when it has none, as DELETE)."""
     assert resp.status_code == status_code, resp.text
+    assert resp.headers["content-type"].startswith("application/json"), resp.headers
     body = resp.json()
     assert body["success"] is True, body
-    return body["data"]
+    assert set(body) <= {"success", "data", "pagination"}, body
+    return body.get("data")
 
 
 def error_of(resp: httpx.Response, status_code: int) -> dict[str, Any]:
+    """The ``error`` of an error envelope, checking its exact shape."""
     assert resp.status_code == status_code, resp.text
+    assert resp.headers["content-type"].startswith("application/json"), resp.headers
     body = resp.json()
     assert set(body) == {"success", "error"}, body
     assert body["success"] is False
-    assert isinstance(body["error"]["code"], str) and body["error"]["code"]
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "message", "details"}, error
+    assert isinstance(error["code"], str) and error["code"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], list)
+    return error
 
 
 async def create_webhook(

@@ -7,28 +7,9 @@ from typing import Any
 import httpx
 
 from bellhook.runtime import utc_now
+from tests.support import error_of, ok_data
 
 HOOK = "https://example.com/hook"
-
-
-def error_of(resp: httpx.Response, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"success", "error"}, body
-    assert body["success"] is False
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert isinstance(error["code"], str) and error["code"]
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], list)
-    return error
-
-
-def ok_data(resp: httpx.Response, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert body["success"] is True
-    return body["data"]
 
 
 async def create(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:

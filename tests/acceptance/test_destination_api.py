@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from bellhook.config import Settings
 from bellhook.domain.destination import DEV_SWITCH_HINT
+from tests.support import error_of, ok_data
 
 PUBLIC = "93.184.216.34"
 HOST = "hooks.example.test"
@@ -53,55 +54,6 @@ class ScriptedResolver:
             raise answer
         self.given.append((host, port, tuple(answer)))
         return list(answer)
-
-
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
-    """Refuse, loudly, any outgoing connection that is not to loopback."""
-    import socket
-
-    violations: list[object] = []
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def allowed(address: Any) -> bool:
-        if not isinstance(address, tuple):
-            return True  # AF_UNIX
-        if ip_address(str(address[0]).split("%")[0]) in LOOPBACK:
-            return True
-        violations.append(address)
-        return False
-
-    def connect(self: socket.socket, address: Any) -> None:
-        if not allowed(address):
-            raise AssertionError(f"test tried to connect to {address!r}")
-        real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        if not allowed(address):
-            raise AssertionError(f"test tried to connect to {address!r}")
-        return real_connect_ex(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    yield violations
-    assert violations == []
-
-
-def error_of(resp: httpx.Response, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert body["success"] is False, body
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "details"}
-    return error
-
-
-def ok_data(resp: httpx.Response, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert body["success"] is True, body
-    return body["data"]
 
 
 async def register(client: httpx.AsyncClient, url: str) -> httpx.Response:

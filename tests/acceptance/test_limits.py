@@ -10,31 +10,17 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import error_of, ok_data
+
 HOOK = "https://hooks.example.com/hook"
 MIB = 1024 * 1024
 JSON = {"Content-Type": "application/json"}
-
-
-def error_of(resp: httpx.Response, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"success", "error"}, body
-    assert body["success"] is False
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert isinstance(error["message"], str) and error["message"]
-    return error
 
 
 def client_error(resp: httpx.Response) -> dict[str, Any]:
     """A 4xx in the envelope (never a 500, never a bare framework error)."""
     assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:500])
     return error_of(resp, resp.status_code)
-
-
-def ok_data(resp: httpx.Response, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.text
-    return resp.json()["data"]
 
 
 def webhook(**fields: Any) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import ok_data
+
 PUBLIC = "93.184.216.34"
 A_HOST = "a-hooks.example.test"
 LOOPBACK = frozenset({ip_address("127.0.0.1"), ip_address("::1")})
@@ -89,13 +91,6 @@ class World:
     a_delivery: str
     b_webhook: dict[str, Any]
     b_delivery: str
-
-
-def ok_data(resp: httpx.Response, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert body["success"] is True
-    return body["data"]
 
 
 def assert_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:

@@ -10,20 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import error_of
+
 HOOK = "https://example.com/hook"
-
-
-def error_of(resp: httpx.Response, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"success", "error"}, body
-    assert body["success"] is False
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert isinstance(error["code"], str) and error["code"]
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], list)
-    return error
 
 
 async def create_many(client: httpx.AsyncClient, count: int, tag: str = "") -> list[str]:

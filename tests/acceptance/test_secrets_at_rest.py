@@ -35,6 +35,7 @@ from bellhook.logs import configure_logging
 from bellhook.runtime import open_runtime
 from bellhook.store.secretbox import PREFIX, SecretBox, SecretUnreadable
 from bellhook.store.tables import webhooks
+from tests.support import ok_data
 
 CLI_TIMEOUT = 90
 WAIT = 30.0
@@ -89,13 +90,6 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield state
     finally:
         await runner.cleanup()
-
-
-def ok_data(resp: httpx.Response, status: int = 200) -> Any:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert body["success"] is True, body
-    return body.get("data")
 
 
 async def stored(service: Any, webhook_id: str) -> tuple[str, str | None]:

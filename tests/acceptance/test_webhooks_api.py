@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import error_of
+
 HOOK = "https://example.com/hook"
 
 GUIDE_EVENTS = {
@@ -44,20 +46,6 @@ def ok_data(resp: httpx.Response, status: int = 200) -> Any:
     assert set(body) == {"success", "data"}, body
     assert body["success"] is True
     return body["data"]
-
-
-def error_of(resp: httpx.Response, status: int) -> dict[str, Any]:
-    """The ``error`` of an error envelope, checking its exact shape."""
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"success", "error"}, body
-    assert body["success"] is False
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert isinstance(error["code"], str) and error["code"]
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], list)
-    return error
 
 
 def assert_timestamp(value: Any) -> datetime:
