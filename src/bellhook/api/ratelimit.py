@@ -7,7 +7,9 @@ up to N times the limit. Keys are limited after authentication (by key id), so
 nobody can use up someone else's allowance with a key they do not hold.
 
 ``RateLimiter`` is pure: the caller passes the time (``time.monotonic()`` in the
-app, a fake clock in tests).
+app, a fake clock in tests). Written here rather than taken from ``limits``/``slowapi``:
+those bring storage backends and decorators we do not use, and a pure token bucket is
+a few lines that tests can drive with a fake clock.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Opaque, prefixed, time-ordered identifiers (``wh_…``, ``evt_…``, ``dlv_…``).
 
 The time prefix keeps ids roughly sortable by creation, which makes pagination
-cursors and B-tree inserts cheap; the random tail makes them unguessable.
+cursors and B-tree inserts cheap; the random tail makes them unguessable. (A ULID
+package would do the same in upper-case base 32; ids here are lowercase, prefixed and
+checked by shape before any lookup, which is all this module is.)
 """
 
 from __future__ import annotations
