@@ -12,13 +12,17 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
+import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -353,3 +357,119 @@ class Setup:
 
 Start = Callable[..., Awaitable[Receiver]]
 Deliver = Callable[..., Awaitable[Setup]]
+
+
+# --- bellhook as a subprocess ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def bellhook_env(**variables: str) -> dict[str, str]:
+    """This process's environment without BELLHOOK_* variables, plus ``variables``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BELLHOOK_")}
+    env.update(variables)
+    return env
+
+
+async def create_admin_key(env: dict[str, str]) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bellhook", "keys", "create", "--owner", "ops", "--admin",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return out.decode().strip().splitlines()[-1].strip()
+
+
+class Server:
+    """One ``bellhook serve --dev`` subprocess; its output goes to a log file and can be
+    awaited line by line."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.port = free_port()
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+        self._lines: list[str] = []
+        self._new_line = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bellhook", "serve", "--dev", "--port", str(self.port),
+            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        self._reader = asyncio.create_task(self._read_output())
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=2) as client:
+            while True:
+                if self.proc.returncode is not None:
+                    pytest.fail(f"bellhook serve exited early:\n{self.output()}")
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"bellhook serve not healthy within 30 s:\n{self.output()}")
+                await asyncio.sleep(0.1)
+
+    async def _read_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with self.log.open("a") as out:
+            while line := (await self.proc.stdout.readline()).decode(errors="replace"):
+                out.write(line)
+                self._lines.append(line)
+                self._new_line.set()
+        self._new_line.set()  # end of output
+
+    async def wait_for_output(self, marker: str, timeout: float = WAIT) -> None:
+        """Until a line of output contains ``marker``."""
+
+        async def seen() -> None:
+            checked = 0
+            while True:
+                self._new_line.clear()
+                if any(marker in line for line in self._lines[checked:]):
+                    return
+                checked = len(self._lines)
+                assert self._reader is not None
+                if self._reader.done():
+                    raise AssertionError(f"bellhook exited before printing {marker!r}")
+                await self._new_line.wait()
+
+        await asyncio.wait_for(seen(), timeout)
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        code = await self.proc.wait()
+        if self._reader is not None:
+            await self._reader
+        return code
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown, no drain, no flush."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.wait()
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.wait(), 15)
+        except TimeoutError:
+            await self.kill()
+
+    def output(self) -> str:
+        return "".join(self._lines)[-4000:]

@@ -86,10 +86,6 @@ class Settings(BaseSettings):
             raise ValueError("retry delays must not be negative")
         return value
 
-    @property
-    def max_attempts(self) -> int:
-        return len(self.retry_schedule) + 1
-
     def sqlite_path(self) -> Path | None:
         """The file of an SQLite URL, None for other databases."""
         prefix = "sqlite:///"

@@ -54,10 +54,6 @@ class PermissionDenied(BellhookError):
     code = "forbidden"
 
 
-class Conflict(BellhookError):
-    code = "conflict"
-
-
 class LimitExceeded(BellhookError):
     """A per-owner quota was reached (HTTP 422)."""
 

@@ -72,3 +72,17 @@ async def test_batch_limits_and_permissions(serve: Callable[..., Any]) -> None:
         ok = await client.post("/api/events/batch", json={"events": big})
         assert ok.status_code == 202
         assert ok.json()["data"]["accepted"] == 1000
+
+
+async def test_an_item_that_is_not_an_object_is_refused_alone(serve: Callable[..., Any]) -> None:
+    svc: Service = await serve()
+    async with svc.client(await svc.new_key("ops", admin=True)) as client:
+        response = await client.post(
+            "/api/events/batch",
+            json={"events": [1, {"event": "post.created", "data": {}, "id": "alone-ok"}]},
+        )
+        assert response.status_code == 202, response.text
+        body = response.json()["data"]
+        assert (body["accepted"], body["rejected"]) == (1, 1)
+        assert body["results"][0]["error"]["code"] == "validation_error"
+        assert body["results"][1]["id"] == "alone-ok"

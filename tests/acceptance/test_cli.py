@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from sqlalchemy import text
 from bellhook.errors import AuthenticationFailed
 from bellhook.store.database import Database
 from bellhook.store.keys import AUTH_CACHE_SECONDS
+from tests.support import free_port
 
 CLI_TIMEOUT = 90
 
@@ -229,12 +229,6 @@ async def test_unsupported_database_url_fails_cleanly(url: str) -> None:
 
 
 # --- serve -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_python_m_bellhook_serve_answers_healthz_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -10,10 +10,6 @@ the in-flight ones when their claim lease (2 x timeout + 5 s) runs out.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +21,9 @@ from aiohttp import web
 from tests.support import (
     Hit,
     Receiver,
+    Server,
+    bellhook_env,
+    create_admin_key,
     create_webhook,
     deliveries,
     eventually,
@@ -36,78 +35,8 @@ EVENTS = 30
 pytestmark = pytest.mark.timeout(180)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Server:
-    """One ``bellhook serve`` subprocess, its output in a log file."""
-
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.env = env
-        self.port = port
-        self.log = log
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bellhook", "serve", "--dev", "--port", str(self.port),
-                env=self.env, stdout=out, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=2) as client:
-            while True:
-                if self.proc.returncode is not None:
-                    pytest.fail(f"bellhook serve exited early:\n{self.output()}")
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"bellhook serve not healthy within 30 s:\n{self.output()}")
-                await asyncio.sleep(0.1)
-
-    async def kill(self) -> None:
-        """SIGKILL: no shutdown, no drain, no flush."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 15)
-        except TimeoutError:
-            await self.kill()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-async def create_admin_key(env: dict[str, str]) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bellhook", "keys", "create", "--owner", "ops", "--admin",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    return out.decode().strip().splitlines()[-1].strip()
-
-
 async def test_sigkill_mid_delivery_loses_nothing(database_url: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BELLHOOK_")}
-    env.update(
+    env = bellhook_env(
         BELLHOOK_DATABASE_URL=database_url,
         BELLHOOK_RETRY_SCHEDULE="0.2,0.2,0.2",
         BELLHOOK_DELIVERY_TIMEOUT="1",
@@ -128,8 +57,8 @@ async def test_sigkill_mid_delivery_loses_nothing(database_url: str, tmp_path: P
         """(receiver, event) pairs answered 200: those that arrived after the kill."""
         return {(h.path, h.event_id) for h in hits if h.at > killed_at}
 
-    first = Server(env, free_port(), tmp_path / "first.log")
-    second = Server(env, free_port(), tmp_path / "second.log")
+    first = Server(env, tmp_path / "first.log")
+    second = Server(env, tmp_path / "second.log")
     async with receiver_pool() as start:
         rx_a = await start(hold_until_killed)
         rx_b = await start(hold_until_killed)

@@ -1,4 +1,4 @@
-"""decide, classify_status, should_auto_disable and excerpt: what one attempt means."""
+"""decide, classify_status, disable_reason and excerpt: what one attempt means."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from bellhook.domain.outcome import (
     AttemptResult,
     classify_status,
     decide,
+    disable_reason,
     excerpt,
-    should_auto_disable,
 )
 from bellhook.domain.retry import RetryPolicy
 
@@ -70,7 +70,7 @@ def test_success_finishes_the_delivery() -> None:
     assert d.status is DeliveryStatus.SUCCEEDED
     assert d.next_attempt_at is None
     assert d.schedule_step == 2
-    assert d.disable_reason is None
+    assert disable_reason(result(200)) is None
     assert not d.retry_scheduled
 
 
@@ -79,7 +79,7 @@ def test_gone_fails_at_once_and_disables(step: int) -> None:
     d = decide(result(410), schedule_step=step, policy=POLICY, now=NOW, rand=0.5)
     assert d.status is DeliveryStatus.FAILED
     assert d.next_attempt_at is None
-    assert d.disable_reason
+    assert disable_reason(result(410))
     assert not d.retry_scheduled
 
 
@@ -100,7 +100,7 @@ def test_a_failure_schedules_the_next_step(failed: AttemptResult) -> None:
     assert d.retry_scheduled
     assert d.next_attempt_at == NOW + timedelta(seconds=5)
     assert d.schedule_step == 1
-    assert d.disable_reason is None
+    assert disable_reason(failed) is None
 
 
 def test_each_step_uses_its_delay() -> None:
@@ -123,7 +123,7 @@ def test_the_last_scheduled_failure_fails_the_delivery() -> None:
     assert d.status is DeliveryStatus.FAILED
     assert d.next_attempt_at is None
     assert d.schedule_step == 4
-    assert d.disable_reason is None
+    assert disable_reason(result(500)) is None
 
 
 def test_manual_attempts_do_not_count() -> None:
@@ -161,32 +161,6 @@ def test_empty_schedule_fails_on_the_first_failure() -> None:
     d = decide(result(500), schedule_step=0, policy=RetryPolicy(()), now=NOW, rand=0.5)
     assert d.status is DeliveryStatus.FAILED
     assert d.schedule_step == 1
-
-
-# --- should_auto_disable ------------------------------------------------------------------
-
-
-AFTER = timedelta(days=5)
-
-
-def test_never_failing_is_never_disabled() -> None:
-    assert not should_auto_disable(None, now=NOW, after=AFTER)
-
-
-def test_failing_for_less_than_the_period() -> None:
-    assert not should_auto_disable(NOW - AFTER + timedelta(seconds=1), now=NOW, after=AFTER)
-    assert not should_auto_disable(NOW, now=NOW, after=AFTER)
-
-
-def test_failing_for_the_period_or_longer() -> None:
-    assert should_auto_disable(NOW - AFTER, now=NOW, after=AFTER)
-    assert should_auto_disable(NOW - AFTER - timedelta(days=30), now=NOW, after=AFTER)
-
-
-def test_short_periods_work_too() -> None:
-    half = timedelta(seconds=0.5)
-    assert should_auto_disable(NOW - timedelta(seconds=0.6), now=NOW, after=half)
-    assert not should_auto_disable(NOW - timedelta(seconds=0.4), now=NOW, after=half)
 
 
 # --- excerpt ------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def test_zero_steps_are_never_negative() -> None:
 def test_default_schedule_is_the_settings_one() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.retry_schedule == DEFAULT_RETRY_SCHEDULE
-    assert settings.max_attempts == len(DEFAULT_RETRY_SCHEDULE) + 1
+    assert RetryPolicy(settings.retry_schedule).max_attempts == len(DEFAULT_RETRY_SCHEDULE) + 1
     assert Settings(retry_schedule="0.2, 0.4,0.8").retry_schedule == (0.2, 0.4, 0.8)
     assert Settings(retry_schedule="").retry_schedule == ()
 

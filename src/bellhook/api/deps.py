@@ -38,7 +38,6 @@ async def principal(
             raise AuthenticationFailed("the Authorization header must be 'Bearer <api key>'")
         raise AuthenticationFailed("an API key is required: send 'Authorization: Bearer <key>'")
     caller = await rt.keys.authenticate(credentials.credentials)
-    request.state.principal = caller
     limits: ApiRateLimits = request.app.state.rate_limits
     limits.check(caller, time.monotonic())  # after authentication: per key, never per guess
     return caller

@@ -21,7 +21,6 @@ STATUS_OF: dict[type[errors.BellhookError], int] = {
     errors.NotFound: 404,
     errors.AuthenticationFailed: 401,
     errors.PermissionDenied: 403,
-    errors.Conflict: 409,
     errors.RateLimited: 429,
     errors.StorageUnavailable: 503,
     errors.ConfigurationError: 500,
@@ -67,6 +66,12 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(parts) or "body"
 
 
+def validation_summary(details: Sequence[dict[str, Any]]) -> str:
+    """One sentence naming the first few fields that are wrong."""
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    return summary or "the request is not valid"
+
+
 def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """pydantic's errors as ``{"field", "message", "type"}`` items."""
     details = []
@@ -109,8 +114,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         )
     if any(d["type"] == "json_invalid" for d in details):
         return error_response(400, "malformed_json", "the request body is not valid JSON", details)
-    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-    return error_response(422, "validation_error", summary or "the request is not valid", details)
+    return error_response(422, "validation_error", validation_summary(details), details)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

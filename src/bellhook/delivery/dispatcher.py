@@ -63,9 +63,6 @@ class Dispatcher:
         self._flush_now = asyncio.Event()
         self._stopping = asyncio.Event()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
@@ -161,6 +158,11 @@ class Dispatcher:
             recorded = True
             if len(self._outcomes) >= FLUSH_AT:
                 self._flush_now.set()
+        except Exception:
+            # A bug, not a failed delivery: log it; the lease brings the delivery back.
+            log.exception(
+                "delivery.crashed", delivery_id=job.delivery_id, webhook_id=job.webhook_id
+            )
         finally:
             self._in_flight[job.webhook_id] -= 1
             if self._in_flight[job.webhook_id] <= 0:

@@ -159,8 +159,6 @@ def classify_client_error(exc: aiohttp.ClientError) -> tuple[ErrorKind, str]:
         return ErrorKind.TLS, f"TLS failed: {_short(exc)}"
     if isinstance(exc, aiohttp.ClientResponseError) and _too_large(exc):
         return ErrorKind.TOO_LARGE, "the response headers are too large"
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return ErrorKind.TIMEOUT, "the receiver did not answer in time"
     return ErrorKind.CONNECTION, _short(exc)
 
 

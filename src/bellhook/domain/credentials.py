@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -39,10 +38,6 @@ def key_id_of(token: str) -> str:
     if len(parts) < 4 or parts[0] != KEY_PREFIX or parts[1] != "key" or not parts[2]:
         raise AuthenticationFailed("the API key is malformed")
     return f"key_{parts[2]}"
-
-
-def token_matches(token: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(hash_token(token), stored_hash)
 
 
 def generate_webhook_secret() -> str:

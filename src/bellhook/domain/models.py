@@ -115,11 +115,3 @@ class Attempt:
     error_kind: ErrorKind | None
     error_message: str | None
     response_excerpt: str | None
-
-    @property
-    def succeeded(self) -> bool:
-        return (
-            self.error_kind is None
-            and self.status_code is not None
-            and (200 <= self.status_code < 300)
-        )

@@ -52,7 +52,6 @@ class Decision:
     status: DeliveryStatus
     next_attempt_at: datetime | None
     schedule_step: int
-    disable_reason: str | None = None  # set: disable the webhook now
 
     @property
     def retry_scheduled(self) -> bool:
@@ -74,12 +73,7 @@ def decide(
     if result.succeeded:
         return Decision(DeliveryStatus.SUCCEEDED, None, schedule_step)
     if result.gone:
-        return Decision(
-            DeliveryStatus.FAILED,
-            None,
-            schedule_step + 1,
-            disable_reason="the receiver answered 410 Gone",
-        )
+        return Decision(DeliveryStatus.FAILED, None, schedule_step + 1)  # see disable_reason
     failures = schedule_step + 1
     retry_after = result.retry_after if result.status_code in (429, 503) else None
     delay = policy.delay_after(failures, rand=rand, retry_after=retry_after)
@@ -101,11 +95,6 @@ def auto_disable_reason(after: timedelta) -> str:
             amount = seconds / size
             return f"every delivery failed for {amount:g} {unit}{'s' if amount != 1 else ''}"
     return f"every delivery failed for {seconds:g} seconds"
-
-
-def should_auto_disable(failing_since: datetime | None, *, now: datetime, after: timedelta) -> bool:
-    """A webhook whose deliveries have only failed for ``after`` gets disabled."""
-    return failing_since is not None and now - failing_since >= after
 
 
 def excerpt(body: bytes) -> str:

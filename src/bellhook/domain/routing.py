@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 from bellhook.domain.catalog import WILDCARD, subscribes_to
 
-EVERYONE = WILDCARD
-
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -27,7 +25,7 @@ def recipients(
     when the owner is in ``audience`` (or the audience is ``["*"]``). Webhooks of admin
     keys get every event of their types; with no audience, only they do.
     """
-    everyone = audience is not None and EVERYONE in audience
+    everyone = audience is not None and WILDCARD in audience
     allowed = frozenset(audience or ())
     return [
         r.webhook_id

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bellhook.errors import ConfigurationError, StorageUnavailable
@@ -86,7 +86,9 @@ class Database:
                     await conn.execution_options(sqlite_begin="IMMEDIATE")
                 async with conn.begin():
                     yield conn
-        except (OperationalError, OSError) as exc:
+        except IntegrityError:
+            raise  # a conflict, for the caller to handle; not an outage
+        except (DBAPIError, OSError) as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
 
     @asynccontextmanager
@@ -95,7 +97,9 @@ class Database:
         try:
             async with self.engine.connect() as conn, conn.begin():
                 yield conn
-        except (OperationalError, OSError) as exc:
+        except IntegrityError:
+            raise  # a conflict, for the caller to handle; not an outage
+        except (DBAPIError, OSError) as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
 
     async def ping(self) -> bool:

@@ -226,7 +226,11 @@ class DeliveryRepository:
             if scheduled:
                 await conn.execute(
                     update(deliveries)
-                    .where(deliveries.c.id == bindparam("b_id"))
+                    # A manual retry may have finished the delivery meanwhile: never undo it.
+                    .where(
+                        deliveries.c.id == bindparam("b_id"),
+                        deliveries.c.status == DeliveryStatus.PENDING.value,
+                    )
                     .values(
                         status=bindparam("status"),
                         next_attempt_at=bindparam("next_attempt_at"),

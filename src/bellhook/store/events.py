@@ -66,10 +66,14 @@ class EventRepository:
                 results = await self.ingest(
                     [e for e, _, _ in group], now=max(n for _, n, _ in group)
                 )
-            except Exception as exc:  # every caller of the group learns the failure
-                for _, _, future in group:
+            except BaseException as exc:  # every caller of the group learns the failure
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                for _, _, future in group + (self._waiting if cancelled else []):
                     if not future.done():
                         future.set_exception(exc)
+                if cancelled:
+                    self._waiting = []
+                    raise
                 continue
             for (_, _, future), result in zip(group, results, strict=True):
                 if not future.done():

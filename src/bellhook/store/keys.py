@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from datetime import datetime
 
@@ -12,7 +13,6 @@ from bellhook.domain.credentials import (
     hash_token,
     issue_key,
     key_id_of,
-    token_matches,
 )
 from bellhook.domain.models import ApiKey, Principal
 from bellhook.errors import AuthenticationFailed, NotFound
@@ -68,7 +68,7 @@ class KeyRepository:
                     ).where(api_keys.c.id == key_id)
                 )
             ).first()
-        if row is None or not token_matches(token, row.key_hash):
+        if row is None or not hmac.compare_digest(digest, row.key_hash):
             raise AuthenticationFailed("the API key is not valid")
         if row.revoked_at is not None:
             raise AuthenticationFailed("the API key has been revoked")
@@ -86,7 +86,13 @@ class KeyRepository:
             return [to_api_key(r) for r in (await conn.execute(query)).all()]
 
     async def revoke(self, key_id: str, *, now: datetime) -> None:
-        self._recent = {d: v for d, v in self._recent.items() if v[0].key_id != key_id}
+        try:
+            await self._revoke(key_id, now=now)
+        finally:
+            # After the commit: an authentication racing with it cannot re-cache the key.
+            self._recent = {d: v for d, v in self._recent.items() if v[0].key_id != key_id}
+
+    async def _revoke(self, key_id: str, *, now: datetime) -> None:
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(api_keys)

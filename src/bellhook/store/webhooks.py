@@ -173,11 +173,9 @@ class WebhookRepository:
         elif changes.status is WebhookStatus.DISABLED:
             values.update(status="disabled", disabled_reason="disabled by its owner")
         async with self.db.write() as conn:
-            await self._get(conn, principal, webhook_id)
-            if changes.status is WebhookStatus.DISABLED:
-                current = await self._get(conn, principal, webhook_id)
-                if current.status is WebhookStatus.DISABLED:
-                    values.pop("disabled_reason")  # keep the original reason
+            current = await self._get(conn, principal, webhook_id)
+            if changes.status is current.status is WebhookStatus.DISABLED:
+                values.pop("disabled_reason")  # keep the original reason
             await conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(values))
             return await self._get(conn, principal, webhook_id)
 

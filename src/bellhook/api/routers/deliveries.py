@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -131,7 +132,7 @@ async def recover(
     webhook_id: str, body: RecoverIn, caller: PrincipalDep, rt: RuntimeDep
 ) -> Envelope[RecoverOut]:
     await rt.webhooks.get(caller, webhook_id)
-    since = body.since if body.since.tzinfo else body.since.replace(tzinfo=rt.clock().tzinfo)
+    since = body.since if body.since.tzinfo else body.since.replace(tzinfo=UTC)
     count = await rt.deliveries.recover(webhook_id, since=since, now=rt.clock())
     if count:
         rt.work_available.set()

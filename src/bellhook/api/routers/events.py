@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, status
 from pydantic import ValidationError
 
 from bellhook.api.deps import AdminDep, RuntimeDep
-from bellhook.api.errors import validation_details
+from bellhook.api.errors import validation_details, validation_summary
 from bellhook.api.schemas import (
     API_ERRORS,
     BatchIn,
@@ -106,9 +106,10 @@ async def publish_batch(body: BatchIn, _caller: AdminDep, rt: RuntimeDep) -> Env
             )
         except ValidationError as exc:
             details = validation_details(exc.errors())
-            message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
             results[index] = BatchItemOut(
-                error=ErrorBody(code="validation_error", message=message, details=details)
+                error=ErrorBody(
+                    code="validation_error", message=validation_summary(details), details=details
+                )
             )
         except BellhookError as exc:
             results[index] = BatchItemOut(
