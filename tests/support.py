@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -387,12 +387,13 @@ async def create_admin_key(env: dict[str, str]) -> str:
 
 
 class Server:
-    """One ``bellhook serve --dev`` subprocess; its output goes to a log file and can be
-    awaited line by line."""
+    """One ``bellhook serve --dev`` subprocess (or ``bellhook worker --dev <worker>...``);
+    its output goes to a log file and can be awaited line by line."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *, worker: Sequence[str] | None = None):
         self.env = env
         self.port = free_port()
+        self.worker = worker  # the worker's arguments: run a worker instead of serve
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
         self._lines: list[str] = []
@@ -404,11 +405,19 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        command = (
+            ["serve", "--dev", "--port", str(self.port)]
+            if self.worker is None
+            else ["worker", "--dev", *self.worker]
+        )
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bellhook", "serve", "--dev", "--port", str(self.port),
+            sys.executable, "-m", "bellhook", *command,
             env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read_output())
+        if self.worker is not None:
+            await self.wait_for_output("dispatcher.started")
+            return
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient(base_url=self.base_url, timeout=2) as client:
             while True:

@@ -126,6 +126,14 @@ def serve(
 def worker(
     database_url: DatabaseOpt = None,
     dev: DevOpt = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="delivery processes, one core each; the concurrency limits are split "
+            "between them [env BELLHOOK_WORKER_PROCESSES, default 1]",
+            show_default=False,
+        ),
+    ] = None,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Deliver webhooks without serving the API (run `serve --no-worker` beside it)."""
@@ -133,8 +141,15 @@ def worker(
 
     from bellhook.delivery.dispatcher import Dispatcher
 
-    settings = load_settings(database_url=database_url, dev_mode=dev, log_level=log_level)
+    settings = load_settings(
+        database_url=database_url, dev_mode=dev, worker_processes=processes, log_level=log_level
+    )
     configure_logging(settings.log_level, settings.log_format)
+    if settings.worker_processes > 1:
+        from bellhook.supervisor import supervise
+
+        run_with_runtime(settings, _nothing)  # migrate once, and fail early if we can't
+        raise typer.Exit(asyncio.run(supervise(settings)))
 
     async def deliver(rt: Runtime) -> None:
         dispatcher = Dispatcher(rt, rt.sender)
@@ -150,12 +165,12 @@ def worker(
 def migrate(database_url: DatabaseOpt = None) -> None:
     """Bring the database schema up to date (serve and worker also do this on start)."""
     settings = load_settings(database_url=database_url)
-
-    async def done(rt: Runtime) -> None:
-        return None
-
-    run_with_runtime(settings, done)
+    run_with_runtime(settings, _nothing)
     typer.echo("database is up to date")
+
+
+async def _nothing(_rt: Runtime) -> None:
+    return None
 
 
 @app.command()

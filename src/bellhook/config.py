@@ -37,6 +37,13 @@ class Settings(BaseSettings):
 
     # Delivery
     worker: bool = Field(default=True, description="run the dispatcher inside `serve`")
+    worker_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="delivery processes of `bellhook worker`; the concurrency limits are "
+        "split between them",
+    )
     delivery_timeout: float = Field(default=15.0, gt=0, le=300)
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)

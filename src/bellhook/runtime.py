@@ -20,7 +20,7 @@ from bellhook.store.database import Database
 from bellhook.store.deliveries import DeliveryRepository
 from bellhook.store.events import EventRepository
 from bellhook.store.keys import KeyRepository
-from bellhook.store.secretbox import SecretBox
+from bellhook.store.secretbox import OpenedSecrets, SecretBox
 from bellhook.store.webhooks import WebhookRepository
 
 Clock = Callable[[], datetime]
@@ -82,13 +82,14 @@ async def open_runtime(
         )
         await webhooks.check_stored_secrets()  # a missing or wrong key fails at start
         await sender.open()
+        opened = OpenedSecrets(box)  # shared: ingest and claims open the same secrets
         yield Runtime(
             settings=settings,
             db=db,
             keys=KeyRepository(db),
             webhooks=webhooks,
-            events=EventRepository(db),
-            deliveries=DeliveryRepository(db, secretbox=box),
+            events=EventRepository(db, opened=opened),
+            deliveries=DeliveryRepository(db, secretbox=box, opened=opened),
             guard=guard,
             sender=sender,
             clock=clock,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 from cryptography.fernet import Fernet
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from bellhook.errors import ConfigurationError
-from bellhook.store.secretbox import PREFIX, SecretBox, SecretUnreadable
+from bellhook.store.secretbox import PREFIX, OpenedSecrets, SecretBox, SecretUnreadable
 
 SECRET = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXg="
 
@@ -150,3 +151,36 @@ def test_invalid_keys_are_a_configuration_error_that_never_echoes_the_key(
         if len(part) >= 4:
             assert part not in message
     assert good not in message
+
+
+def test_opened_secrets_decrypt_once_per_stored_form() -> None:
+    box = SecretBox((KEY,))
+    calls: list[str] = []
+    real_open = box.open
+
+    def counting_open(stored: str) -> str:
+        calls.append(stored)
+        return real_open(stored)
+
+    box.open = counting_open  # type: ignore[method-assign]
+    opened = OpenedSecrets(box)
+    sealed = box.seal(SECRET)
+    first = opened.of("wh_1", sealed, None, None)
+    assert first is not None and first.current == SECRET
+    assert opened.of("wh_1", sealed, None, None) is first
+    assert calls == [sealed]
+    # A rotation changes the stored form: the new secret is opened, never the stale one.
+    rotated = box.seal(SECRET + "-new")
+    second = opened.of("wh_1", rotated, sealed, None)
+    assert second is not None
+    assert (second.current, second.previous) == (SECRET + "-new", SECRET)
+
+
+def test_opened_secrets_skip_an_unreadable_webhook_and_say_so_once() -> None:
+    sealed_elsewhere = SecretBox((new_key(),)).seal(SECRET)
+    opened = OpenedSecrets(SecretBox((KEY,)))
+    with structlog.testing.capture_logs() as logs:
+        assert opened.of("wh_x", sealed_elsewhere, None, None) is None
+        assert opened.of("wh_x", sealed_elsewhere, None, None) is None
+    assert [(r["event"], r["webhook_id"]) for r in logs] == [("delivery.secret_unreadable", "wh_x")]
+    assert SECRET not in str(logs)

@@ -5,17 +5,20 @@
   fills its own slots and never delays the others.
 - Outcomes are written in batches by a flusher task; a crash before the write only
   means the delivery is sent again when its lease runs out (at-least-once).
-- ``wake()`` lets ingest in the same process start a delivery at once instead of
-  waiting for the next poll.
+- Ingest in the same process hands fresh deliveries over directly (``reserve`` /
+  ``accept``): they are stored already leased to this dispatcher and sent as soon as
+  they are committed, without a claim. Ingest wakes the claim loop only for the
+  deliveries that did not fit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 
 import structlog
@@ -27,7 +30,8 @@ from bellhook.errors import BellhookError
 from bellhook.runtime import Runtime
 from bellhook.store.deliveries import Completed, Job
 
-log = structlog.get_logger("bellhook.delivery")
+LOGGER_NAME = "bellhook.delivery"
+log = structlog.get_logger(LOGGER_NAME)
 
 CLAIM_AHEAD = 2  # claim up to this many rounds of slots (in flight + queued)
 FLUSH_EVERY = 0.05  # seconds between outcome writes under load
@@ -51,10 +55,18 @@ class Dispatcher:
         # overlaps with sending, instead of slots standing empty while it runs. At most
         # one more round per webhook, well inside the lease.
         self._queued: dict[str, deque[Job]] = {}
-        self._held: Counter[str] = Counter()  # in flight + queued, per webhook
+        self._held: Counter[str] = Counter()  # in flight + queued (+ reserved), per webhook
+        self._held_total = 0
+        self._window = CLAIM_AHEAD * rt.settings.max_concurrency
+        self._per_webhook_window = CLAIM_AHEAD * rt.settings.per_webhook_concurrency
+        # Whether the queue may hold due deliveries this dispatcher has not claimed:
+        # freed slots wake the claim loop only then, not after every delivery.
+        self._more_due = True
         self._freed = 0  # slots freed since the last claim
+        # Half a webhook's slots: the other half of its claimed-ahead queue covers the
+        # claim's round trip, and claims (write transactions) stay few.
         self._refill_step = max(
-            1, min(rt.settings.per_webhook_concurrency, rt.settings.max_concurrency) // 4
+            1, min(rt.settings.per_webhook_concurrency, rt.settings.max_concurrency) // 2
         )
         self._active: set[str] = set()  # delivery ids sent or waiting to be recorded
         self._tasks: set[asyncio.Task[None]] = set()
@@ -62,6 +74,9 @@ class Dispatcher:
         self._wake = rt.work_available
         self._flush_now = asyncio.Event()
         self._stopping = asyncio.Event()
+        # Checked once: a success is logged at debug level, and building that line for
+        # every delivery only to drop it is a measurable cost at thousands a second.
+        self._log_successes = logging.getLogger(LOGGER_NAME).isEnabledFor(logging.DEBUG)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -90,35 +105,78 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         settings = self.settings
-        while not self._stopping.is_set():
-            self._wake.clear()
-            self._freed = 0
-            window = CLAIM_AHEAD * settings.max_concurrency
-            free = window - sum(self._held.values())
-            limit = min(free, settings.claim_batch)
-            jobs: list[Job] = []
-            if free > 0:
-                try:
-                    jobs = await self.rt.deliveries.claim(
-                        now=self.rt.clock(),
-                        limit=limit,
-                        lease=self.lease,
-                        in_flight=self._held,
-                        per_webhook=CLAIM_AHEAD * settings.per_webhook_concurrency,
-                    )
-                except BellhookError as exc:
-                    log.warning("dispatcher.claim_failed", error=exc.message)
-                    await self._idle(1.0)
-                    continue
-            for job in jobs:
-                if job.delivery_id in self._active:
-                    continue
-                self._active.add(job.delivery_id)
+        self.rt.events.handoff = self
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                self._freed = 0
+                free = self._window - self._held_total
+                limit = min(free, settings.claim_batch)
+                full = free <= 0 or any(n >= self._per_webhook_window for n in self._held.values())
+                jobs: list[Job] = []
+                if free > 0:
+                    try:
+                        jobs = await self.rt.deliveries.claim(
+                            now=self.rt.clock(),
+                            limit=limit,
+                            lease=self.lease,
+                            in_flight=self._held,
+                            per_webhook=self._per_webhook_window,
+                        )
+                    except BellhookError as exc:
+                        log.warning("dispatcher.claim_failed", error=exc.message)
+                        await self._idle(1.0)
+                        continue
+                self._more_due = bool(jobs) or full
+                self._enqueue(jobs, reserved=False)
+                self._pump()
+                if len(jobs) < limit or free <= 0:
+                    await self._idle(settings.poll_interval)
+        finally:
+            self.rt.events.handoff = None
+
+    def _enqueue(self, jobs: list[Job], *, reserved: bool) -> None:
+        for job in jobs:
+            if job.delivery_id in self._active:
+                if reserved:
+                    self._release_slot(job.webhook_id)
+                continue
+            self._active.add(job.delivery_id)
+            if not reserved:
                 self._held[job.webhook_id] += 1
-                self._queued.setdefault(job.webhook_id, deque()).append(job)
-            self._pump()
-            if len(jobs) < limit or free <= 0:
-                await self._idle(settings.poll_interval)
+                self._held_total += 1
+            self._queued.setdefault(job.webhook_id, deque()).append(job)
+
+    def _release_slot(self, webhook_id: str) -> None:
+        self._held[webhook_id] -= 1
+        self._held_total -= 1
+        if self._held[webhook_id] <= 0:
+            del self._held[webhook_id]
+
+    # --- deliveries handed over by ingest in this process (the Handoff protocol) --------
+
+    def reserve(self, webhook_id: str) -> bool:
+        if (
+            self._stopping.is_set()
+            or self._held_total >= self._window
+            or self._held[webhook_id] >= self._per_webhook_window
+        ):
+            return False
+        self._held[webhook_id] += 1
+        self._held_total += 1
+        return True
+
+    def unreserve(self, webhook_ids: Iterable[str]) -> None:
+        for webhook_id in webhook_ids:
+            self._release_slot(webhook_id)
+
+    def accept(self, jobs: list[Job]) -> None:
+        if self._stopping.is_set():
+            # Stopping meanwhile: leave them leased; they are sent when the lease lapses.
+            self.unreserve(job.webhook_id for job in jobs)
+            return
+        self._enqueue(jobs, reserved=True)
+        self._pump()
 
     def _pump(self) -> None:
         """Start queued jobs while their webhook and the dispatcher have free slots."""
@@ -167,9 +225,7 @@ class Dispatcher:
             self._in_flight[job.webhook_id] -= 1
             if self._in_flight[job.webhook_id] <= 0:
                 del self._in_flight[job.webhook_id]
-            self._held[job.webhook_id] -= 1
-            if self._held[job.webhook_id] <= 0:
-                del self._held[job.webhook_id]
+            self._release_slot(job.webhook_id)
             if not self._stopping.is_set():
                 self._pump()
             if not recorded:
@@ -177,10 +233,12 @@ class Dispatcher:
             # Refill in steps, not after every single completion: a claim is a write
             # transaction, and one per delivery would halve throughput.
             self._freed += 1
-            if self._freed >= self._refill_step or not self._held:
+            if self._more_due and (self._freed >= self._refill_step or not self._held):
                 self._wake.set()
 
     def _log(self, job: Job, result: AttemptResult, retrying: bool, when: object) -> None:
+        if result.succeeded and not self._log_successes:
+            return
         fields = {
             "delivery_id": job.delivery_id,
             "webhook_id": job.webhook_id,

@@ -77,6 +77,9 @@ class Sender:
             # No per-request middleware: redirects are never followed, so the one hop is
             # judged by check_before_send, and host names by the resolver at connect time.
             trust_env=False,  # a proxy would resolve names behind the policy's back
+            # One receiver's cookies must never travel to another (and jar upkeep is
+            # a measurable share of each request's cost).
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding",),
         )

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from sqlalchemy import (
     CompoundSelect,
+    Select,
     and_,
     bindparam,
     delete,
@@ -28,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bellhook.domain.ids import is_wellformed, new_id
+from bellhook.domain.ids import is_wellformed, new_ids
 from bellhook.domain.models import (
     Attempt,
     Delivery,
@@ -47,11 +48,41 @@ from bellhook.domain.routing import Candidate, pick_claims
 from bellhook.errors import NotFound
 from bellhook.store.database import Database
 from bellhook.store.rows import to_attempt, to_delivery
-from bellhook.store.secretbox import SecretBox, SecretUnreadable
+from bellhook.store.secretbox import OpenedSecrets, SecretBox
 from bellhook.store.tables import attempts, deliveries, events, webhooks
 
 CLAIM_BRANCHES = 100  # webhooks looked at per claim statement
 log = structlog.get_logger("bellhook.store")
+
+_DUE_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.webhook_id,
+    deliveries.c.next_attempt_at,
+    deliveries.c.event_id,
+    deliveries.c.event_type,
+    deliveries.c.attempt_count,
+    deliveries.c.schedule_step,
+    deliveries.c.is_test,
+    events.c.data,
+    events.c.timestamp,
+)
+
+
+# What a delivery needs of its webhook: where, and how to sign.
+TARGET_COLUMNS = (
+    webhooks.c.id,
+    webhooks.c.url,
+    webhooks.c.secret,
+    webhooks.c.previous_secret,
+    webhooks.c.previous_secret_expires_at,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    url: str
+    secrets: WebhookSecrets
+    room: int  # deliveries it may still take
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +112,16 @@ class Completed:
 
 
 class DeliveryRepository:
-    def __init__(self, db: Database, *, secretbox: SecretBox | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        secretbox: SecretBox | None = None,
+        opened: OpenedSecrets | None = None,
+    ) -> None:
         self.db = db
         self.box = secretbox if secretbox is not None else SecretBox()
+        self.opened = opened if opened is not None else OpenedSecrets(self.box)
 
     # --- the queue ---------------------------------------------------------------------
 
@@ -96,19 +134,22 @@ class DeliveryRepository:
         in_flight: Mapping[str, int],
         per_webhook: int,
     ) -> list[Job]:
+        """Take up to ``limit`` due deliveries, oldest first, within each webhook's room.
+
+        Three statements: the open webhooks (with their URL and secrets, opened once per
+        webhook rather than once per delivery), their due deliveries with the event
+        data, and the lease.
+        """
         async with self.db.write() as conn:
-            active = (
-                await conn.execute(
-                    select(webhooks.c.id).where(webhooks.c.status == WebhookStatus.ACTIVE.value)
-                )
-            ).scalars()
-            room = {w: per_webhook - in_flight.get(w, 0) for w in active}
-            rows = []
-            open_hooks = [w for w, free in room.items() if free > 0]
-            for start in range(0, len(open_hooks), CLAIM_BRANCHES):
-                query = self._due_of(open_hooks[start : start + CLAIM_BRANCHES], room, now)
+            targets = await self._open_targets(conn, in_flight, per_webhook)
+            rows: list[Any] = []
+            hooks = list(targets)
+            for start in range(0, len(hooks), CLAIM_BRANCHES):
+                branch_hooks = hooks[start : start + CLAIM_BRANCHES]
+                query = self._due_of(branch_hooks, targets, now)
                 rows.extend((await conn.execute(query)).all())
-            rows.sort(key=lambda r: r.next_attempt_at)
+            if len(hooks) > 1:
+                rows.sort(key=lambda r: r.next_attempt_at)
             chosen = pick_claims(
                 (Candidate(r.id, r.webhook_id) for r in rows),
                 in_flight=in_flight,
@@ -122,11 +163,39 @@ class DeliveryRepository:
                 .where(deliveries.c.id.in_(chosen))
                 .values(next_attempt_at=now + lease)
             )
-            return await _jobs(conn, chosen, self.box, skip_unreadable=True)
+        picked = set(chosen)
+        return [
+            _job(r, targets[r.webhook_id].url, targets[r.webhook_id].secrets)
+            for r in rows
+            if r.id in picked
+        ]
+
+    async def _open_targets(
+        self, conn: AsyncConnection, in_flight: Mapping[str, int], per_webhook: int
+    ) -> dict[str, _Target]:
+        """Active webhooks with room for more deliveries, and where and how to send them.
+
+        A webhook whose secret cannot be decrypted is left out (and logged), so that it
+        cannot stall the whole queue; its deliveries wait until the key is configured.
+        """
+        rows = await conn.execute(
+            select(*TARGET_COLUMNS).where(webhooks.c.status == WebhookStatus.ACTIVE.value)
+        )
+        targets: dict[str, _Target] = {}
+        for r in rows:
+            room = per_webhook - in_flight.get(r.id, 0)
+            if room <= 0:
+                continue
+            secrets = self.opened.of(
+                r.id, r.secret, r.previous_secret, r.previous_secret_expires_at
+            )
+            if secrets is not None:
+                targets[r.id] = _Target(r.url, secrets, room)
+        return targets
 
     def _due_of(
-        self, hooks: Sequence[str], room: Mapping[str, int], now: datetime
-    ) -> CompoundSelect[Any]:
+        self, hooks: Sequence[str], targets: Mapping[str, _Target], now: datetime
+    ) -> CompoundSelect[Any] | Select[Any]:
         """The oldest due deliveries of each webhook, no more than it has room for.
 
         One index seek per webhook on ``(webhook_id, status, next_attempt_at)``: a dead
@@ -136,19 +205,22 @@ class DeliveryRepository:
         branches = []
         for webhook_id in hooks:
             branch = (
-                select(deliveries.c.id, deliveries.c.webhook_id, deliveries.c.next_attempt_at)
+                select(*_DUE_COLUMNS)
+                .join(events, events.c.id == deliveries.c.event_id)
                 .where(
                     deliveries.c.webhook_id == webhook_id,
                     deliveries.c.status == DeliveryStatus.PENDING.value,
                     deliveries.c.next_attempt_at <= now,
                 )
                 .order_by(deliveries.c.next_attempt_at)
-                .limit(room[webhook_id])
+                .limit(targets[webhook_id].room)
             )
             if self.db.dialect == "postgresql":
-                branch = branch.with_for_update(skip_locked=True)
-            branches.append(select(branch.subquery()))
-        return union_all(*branches)
+                branch = branch.with_for_update(skip_locked=True, of=deliveries)
+            branches.append(branch)
+        if len(branches) == 1:
+            return branches[0]
+        return union_all(*(select(b.subquery()) for b in branches))
 
     async def release(self, ids: Sequence[str], *, now: datetime) -> None:
         """Give claimed deliveries that were never sent back to the queue, due now."""
@@ -183,11 +255,11 @@ class DeliveryRepository:
         healthy: set[str] = set()
         failing: set[str] = set()
         gone: dict[str, str] = {}
-        for c in completed:
+        for c, attempt_id in zip(completed, new_ids("att", len(completed)), strict=True):
             r, job = c.result, c.job
             attempt_rows.append(
                 {
-                    "id": new_id("att"),
+                    "id": attempt_id,
                     "delivery_id": job.delivery_id,
                     "webhook_id": job.webhook_id,
                     "number": job.attempt_count + 1,
@@ -376,69 +448,49 @@ class DeliveryRepository:
             return {status: int(n) for status, n in rows.all()}
 
 
-async def _jobs(
-    conn: AsyncConnection, ids: Sequence[str], box: SecretBox, *, skip_unreadable: bool = False
-) -> list[Job]:
-    """The jobs of ``ids`` with their secrets opened.
-
-    ``skip_unreadable``: leave out (and log) a delivery whose webhook secret cannot be
-    decrypted, so one such webhook cannot stall the whole queue; its claim lapses
-    and it is tried again later. Otherwise ``SecretUnreadable`` is raised.
-    """
+async def _jobs(conn: AsyncConnection, ids: Sequence[str], box: SecretBox) -> list[Job]:
+    """The jobs of ``ids`` with their secrets opened (``SecretUnreadable`` if one can't be)."""
     rows = await conn.execute(
         select(
-            deliveries.c.id,
-            deliveries.c.webhook_id,
-            deliveries.c.event_id,
-            deliveries.c.event_type,
-            deliveries.c.attempt_count,
-            deliveries.c.schedule_step,
-            deliveries.c.is_test,
+            *_DUE_COLUMNS,
             webhooks.c.url,
             webhooks.c.secret,
             webhooks.c.previous_secret,
             webhooks.c.previous_secret_expires_at,
-            events.c.data,
-            events.c.timestamp,
         )
         .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
         .join(events, events.c.id == deliveries.c.event_id)
         .where(deliveries.c.id.in_(ids))
     )
-    jobs: list[Job] = []
-    for r in rows:
-        try:
-            secrets = WebhookSecrets(
+    return [
+        _job(
+            r,
+            r.url,
+            WebhookSecrets(
                 box.open(r.secret),
                 box.open_optional(r.previous_secret),
                 r.previous_secret_expires_at,
-            )
-        except SecretUnreadable as exc:
-            if not skip_unreadable:
-                raise
-            log.error(
-                "delivery.secret_unreadable",
-                delivery_id=r.id,
-                webhook_id=r.webhook_id,
-                error=exc.message,
-            )
-            continue
-        jobs.append(
-            Job(
-                delivery_id=r.id,
-                webhook_id=r.webhook_id,
-                url=r.url,
-                secrets=secrets,
-                event_id=r.event_id,
-                event_type=r.event_type,
-                data_json=r.data,
-                timestamp=r.timestamp,
-                attempt_count=r.attempt_count,
-                schedule_step=r.schedule_step,
-                is_test=bool(r.is_test),
-            )
+            ),
         )
-    return jobs
+        for r in rows
+    ]
+
+
+def _job(row: Any, url: str, secrets: WebhookSecrets) -> Job:
+    """A job from a row of ``_DUE_COLUMNS`` and its webhook's address and secrets."""
+    return Job(
+        delivery_id=row.id,
+        webhook_id=row.webhook_id,
+        url=url,
+        secrets=secrets,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        data_json=row.data,
+        timestamp=row.timestamp,
+        attempt_count=row.attempt_count,
+        schedule_step=row.schedule_step,
+        is_test=bool(row.is_test),
+    )
 
 
 async def _record_manual(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:

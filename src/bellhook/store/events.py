@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,8 @@ from bellhook.domain.ids import new_id
 from bellhook.domain.models import DeliveryStatus, WebhookStatus
 from bellhook.domain.routing import Route, recipients
 from bellhook.store.database import Database
+from bellhook.store.deliveries import TARGET_COLUMNS, Job
+from bellhook.store.secretbox import OpenedSecrets, SecretBox
 from bellhook.store.tables import deliveries, events, webhooks
 
 
@@ -33,14 +36,57 @@ class Accepted:
     event_id: str
     deliveries: int
     duplicate: bool
+    handed_off: int = 0  # of the deliveries, those a dispatcher in this process took
+
+    @property
+    def queued(self) -> int:
+        """New deliveries left in the queue for a claim to find."""
+        return 0 if self.duplicate else self.deliveries - self.handed_off
+
+
+class Handoff(Protocol):
+    """A dispatcher in this process that takes fresh deliveries straight from ingest.
+
+    Ingest stores them already leased to it, and hands them over once committed: no
+    claim transaction, no wait for the claim loop. A crash in between only means the
+    lease runs out and any worker sends them (at-least-once, as with claims).
+    """
+
+    @property
+    def lease(self) -> timedelta: ...
+
+    def reserve(self, webhook_id: str) -> bool:
+        """Take a slot for one delivery to ``webhook_id``; False when there is no room."""
+        ...
+
+    def unreserve(self, webhook_ids: Iterable[str]) -> None:
+        """Give back slots whose deliveries were not committed."""
+        ...
+
+    def accept(self, jobs: list[Job]) -> None:
+        """The committed deliveries of reserved slots."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Reserved:
+    delivery_id: str
+    event: NewEvent
+    target: Any  # the webhook's row of TARGET_COLUMNS
+
+    @property
+    def webhook_id(self) -> str:
+        return str(self.target.id)
 
 
 MAX_GROUP = 1000  # events committed together at most by ingest_one
 
 
 class EventRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, opened: OpenedSecrets | None = None) -> None:
         self.db = db
+        self.opened = opened if opened is not None else OpenedSecrets(SecretBox())
+        self.handoff: Handoff | None = None  # set by a dispatcher running in this process
         self._waiting: list[tuple[NewEvent, datetime, asyncio.Future[Accepted]]] = []
         self._committer: asyncio.Task[None] | None = None
 
@@ -86,18 +132,74 @@ class EventRepository:
         the same batch) is a duplicate: nothing new is stored or scheduled for it.
         """
         for attempt in range(3):
+            reserved: list[_Reserved] = []
             try:
                 async with self.db.write() as conn:
-                    return await self._ingest(conn, batch, now)
+                    results = await self._ingest(conn, batch, now, reserved)
             except IntegrityError:
+                self._unreserve(reserved)
                 # Another transaction stored one of these ids meanwhile (PostgreSQL);
                 # the next try sees it as a duplicate.
                 if attempt == 2:
                     raise
+                continue
+            except BaseException:
+                self._unreserve(reserved)
+                raise
+            return self._hand_off(reserved, results)
         raise AssertionError("unreachable")
 
+    def _unreserve(self, reserved: list[_Reserved]) -> None:
+        if reserved and self.handoff is not None:
+            self.handoff.unreserve(r.webhook_id for r in reserved)
+
+    def _hand_off(self, reserved: list[_Reserved], results: list[Accepted]) -> list[Accepted]:
+        if not reserved or self.handoff is None:
+            return results
+        jobs: list[Job] = []
+        lost: list[str] = []
+        for r in reserved:
+            t = r.target
+            secrets = self.opened.of(
+                t.id, t.secret, t.previous_secret, t.previous_secret_expires_at
+            )
+            if secrets is None:  # logged; the lease lapses and the claim skips it too
+                lost.append(r.webhook_id)
+                continue
+            jobs.append(
+                Job(
+                    delivery_id=r.delivery_id,
+                    webhook_id=r.webhook_id,
+                    url=t.url,
+                    secrets=secrets,
+                    event_id=r.event.id,
+                    event_type=r.event.type,
+                    data_json=r.event.data_json,
+                    timestamp=r.event.timestamp,
+                    attempt_count=0,
+                    schedule_step=0,
+                    is_test=False,
+                )
+            )
+        if lost:
+            self.handoff.unreserve(lost)
+        self.handoff.accept(jobs)
+        per_event: dict[str, int] = {}
+        for job in jobs:
+            per_event[job.event_id] = per_event.get(job.event_id, 0) + 1
+        return [
+            Accepted(a.event_id, a.deliveries, a.duplicate, per_event.pop(a.event_id, 0))
+            if not a.duplicate
+            else a
+            for a in results
+        ]
+
     async def _ingest(
-        self, conn: AsyncConnection, batch: list[NewEvent], now: datetime
+        self,
+        conn: AsyncConnection,
+        batch: list[NewEvent],
+        now: datetime,
+        reserved: list[_Reserved],
     ) -> list[Accepted]:
         ids = list(dict.fromkeys(e.id for e in batch))
         stored = set(
@@ -109,13 +211,19 @@ class EventRepository:
                 fresh.setdefault(event.id, event)
         counts: dict[str, int] = {}
         if fresh:
-            routes = await active_routes(conn)
+            routes, targets = await active_webhooks(conn)
             await conn.execute(insert(events), [_event_row(e, now) for e in fresh.values()])
             rows: list[dict[str, Any]] = []
+            handoff = self.handoff
             for event in fresh.values():
-                targets = recipients(routes, event.type, event.audience)
-                counts[event.id] = len(targets)
-                rows.extend(_new_delivery(event.id, event.type, w, now) for w in targets)
+                chosen = recipients(routes, event.type, event.audience)
+                counts[event.id] = len(chosen)
+                for webhook_id in chosen:
+                    row = _new_delivery(event.id, event.type, webhook_id, now)
+                    if handoff is not None and handoff.reserve(webhook_id):
+                        row["next_attempt_at"] = now + handoff.lease
+                        reserved.append(_Reserved(row["id"], event, targets[webhook_id]))
+                    rows.append(row)
             if rows:
                 await conn.execute(insert(deliveries), rows)
         if stored:
@@ -172,10 +280,16 @@ def _new_delivery(
     }
 
 
-async def active_routes(conn: AsyncConnection) -> list[Route]:
-    rows = await conn.execute(
-        select(webhooks.c.id, webhooks.c.owner_id, webhooks.c.admin_owned, webhooks.c.events).where(
-            webhooks.c.status == WebhookStatus.ACTIVE.value
+async def active_webhooks(conn: AsyncConnection) -> tuple[list[Route], dict[str, Any]]:
+    """The routes of the active webhooks, and each one's row of ``TARGET_COLUMNS``."""
+    rows = (
+        await conn.execute(
+            select(
+                *TARGET_COLUMNS, webhooks.c.owner_id, webhooks.c.admin_owned, webhooks.c.events
+            ).where(webhooks.c.status == WebhookStatus.ACTIVE.value)
         )
-    )
-    return [Route(r.id, r.owner_id, bool(r.admin_owned), tuple(json.loads(r.events))) for r in rows]
+    ).all()
+    routes = [
+        Route(r.id, r.owner_id, bool(r.admin_owned), tuple(json.loads(r.events))) for r in rows
+    ]
+    return routes, {r.id: r for r in rows}

@@ -16,13 +16,17 @@ Keys and secrets never appear in an error message.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Final
 
+import structlog
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import SecretStr
 
+from bellhook.domain.models import WebhookSecrets
 from bellhook.errors import ConfigurationError
 
+log = structlog.get_logger("bellhook.store")
 PREFIX: Final = "fernet:"
 _KEY_HINT: Final = (
     "each key must be 32 url-safe base64-encoded bytes, as made by "
@@ -134,3 +138,48 @@ class SecretBox:
         if self.is_current(stored):
             return stored
         return self.seal(self.open(stored))
+
+
+_StoredSecrets = tuple[str, str | None, datetime | None]
+
+
+class OpenedSecrets:
+    """Webhooks' signing secrets, decrypted once and remembered by their stored form.
+
+    Delivery needs the plain secrets of every webhook it sends to, thousands of times a
+    second; Fernet decryption each time would cost more than the rest of the claim.
+    A rotation or re-encryption changes the stored form, so a stale entry is never
+    used. A webhook whose secrets cannot be decrypted is logged once and skipped.
+    """
+
+    def __init__(self, box: SecretBox, *, kept: int = 10_000) -> None:
+        self.box = box
+        self._kept = kept  # about 100 bytes an entry
+        self._opened: dict[_StoredSecrets, WebhookSecrets] = {}
+        self._unreadable: set[_StoredSecrets] = set()
+
+    def of(
+        self,
+        webhook_id: str,
+        stored: str,
+        previous: str | None,
+        previous_expires_at: datetime | None,
+    ) -> WebhookSecrets | None:
+        key = (stored, previous, previous_expires_at)
+        opened = self._opened.get(key)
+        if opened is not None:
+            return opened
+        if key in self._unreadable:
+            return None
+        if len(self._opened) >= self._kept:
+            self._opened.clear()
+        try:
+            opened = WebhookSecrets(
+                self.box.open(stored), self.box.open_optional(previous), previous_expires_at
+            )
+        except SecretUnreadable as exc:
+            self._unreadable.add(key)
+            log.error("delivery.secret_unreadable", webhook_id=webhook_id, error=exc.message)
+            return None
+        self._opened[key] = opened
+        return opened

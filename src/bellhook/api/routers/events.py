@@ -79,7 +79,7 @@ async def publish_event(
     now = rt.clock()
     event = new_event(body, idempotency_key=idempotency_key, now=now)
     accepted = await rt.events.ingest_one(event, now=now)
-    if accepted.deliveries and not accepted.duplicate:
+    if accepted.queued:
         rt.work_available.set()
     return Envelope(
         data=EventAccepted(
@@ -120,7 +120,7 @@ async def publish_batch(body: BatchIn, _caller: AdminDep, rt: RuntimeDep) -> Env
         results[index] = BatchItemOut(
             id=outcome.event_id, deliveries=outcome.deliveries, duplicate=outcome.duplicate
         )
-    if any(a.deliveries and not a.duplicate for a in accepted):
+    if any(a.queued for a in accepted):
         rt.work_available.set()
     items = [r for r in results if r is not None]
     return Envelope(

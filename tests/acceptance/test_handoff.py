@@ -1,0 +1,99 @@
+"""Direct handoff: events published to a delivering ``serve`` go straight from ingest
+to its dispatcher, already leased to it, without waiting for a claim.
+
+A spy on the repository's ``claim`` records which deliveries went through the queue;
+everything else is real (uvicorn on loopback, SQLite/PostgreSQL, aiohttp receivers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bellhook.store.deliveries import Job
+from tests.support import (
+    Deliver,
+    Start,
+    create_webhook,
+    deliveries,
+    eventually,
+    fail_first,
+    ok_data,
+    publish,
+    settled,
+)
+
+
+def spy_on_claims(svc: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Event ids of the deliveries every later claim returns."""
+    repository = svc.runtime.deliveries
+    claimed: list[str] = []
+    real_claim = repository.claim
+
+    async def claim(**kwargs: Any) -> list[Job]:
+        jobs: list[Job] = await real_claim(**kwargs)
+        claimed.extend(job.event_id for job in jobs)
+        return jobs
+
+    monkeypatch.setattr(repository, "claim", claim)
+    return claimed
+
+
+async def test_a_fresh_delivery_is_sent_without_a_claim(
+    delivering: Deliver, receivers: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rx = await receivers()
+    env = await delivering()
+    claimed = spy_on_claims(env.svc, monkeypatch)
+    hook = await create_webhook(env.api, rx.url())
+
+    accepted = await publish(env.api, id="evt_handoff_1")
+    assert accepted["deliveries"] == 1
+    (hit,) = await rx.wait_for_count(1)
+    assert hit.event_id == "evt_handoff_1"
+    detail = await settled(env.api, hook["id"], "evt_handoff_1", "succeeded")
+    assert [a["statusCode"] for a in detail["attempts"]] == [200]
+    assert "evt_handoff_1" not in claimed
+
+
+async def test_deliveries_beyond_the_dispatchers_room_go_through_the_queue(
+    delivering: Deliver, receivers: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one slot per webhook, ingest can hand over two deliveries (the one in flight
+    and one claimed ahead); the rest wait in the queue, and are all delivered once."""
+    rx = await receivers()
+    env = await delivering(per_webhook_concurrency=1)
+    claimed = spy_on_claims(env.svc, monkeypatch)
+    hook = await create_webhook(env.api, rx.url())
+    ids = [f"evt_room_{i}" for i in range(10)]
+    batch = ok_data(
+        await env.api.post(
+            "/api/events/batch",
+            json={"events": [{"id": i, "event": "post.created", "data": {}} for i in ids]},
+        ),
+        202,
+    )
+    assert batch["accepted"] == 10
+
+    hits = await rx.wait_for_count(10)
+    assert sorted(h.event_id for h in hits) == sorted(ids)  # each once
+    await eventually(
+        lambda: deliveries(env.api, hook["id"], status="succeeded"),
+        lambda items: len(items) == 10,
+        what="10 succeeded deliveries",
+    )
+    assert sorted(claimed) == sorted(ids[2:])
+
+
+async def test_a_handed_over_delivery_that_fails_is_retried_from_the_queue(
+    delivering: Deliver, receivers: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rx = await receivers(fail_first(1))
+    env = await delivering()
+    claimed = spy_on_claims(env.svc, monkeypatch)
+    hook = await create_webhook(env.api, rx.url())
+    await publish(env.api, id="evt_handoff_retry")
+    detail = await settled(env.api, hook["id"], "evt_handoff_retry", "succeeded")
+    assert [a["statusCode"] for a in detail["attempts"]] == [500, 200]
+    assert claimed == ["evt_handoff_retry"]  # the retry, not the first attempt
