@@ -146,8 +146,13 @@ def worker(
     )
     configure_logging(settings.log_level, settings.log_format)
     if settings.worker_processes > 1:
-        from bellhook.supervisor import supervise
+        from bellhook.supervisor import child_environments, supervise
 
+        try:
+            child_environments(settings, settings.worker_processes, {})  # the limits split
+        except BellhookError as exc:
+            err.print(f"[red]bellhook: {exc.message}[/red]")
+            raise typer.Exit(2) from exc
         run_with_runtime(settings, _nothing)  # migrate once, and fail early if we can't
         raise typer.Exit(asyncio.run(supervise(settings)))
 

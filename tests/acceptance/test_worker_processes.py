@@ -7,9 +7,11 @@ stop together on SIGTERM, and the death of one stops the other.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +87,7 @@ async def test_two_processes_deliver_each_event_once_and_stop_together(
         (started,) = log_lines(worker, "worker.processes_started")
         assert started["processes"] == 2
         # The limits are split: each process takes its half of per-webhook concurrency.
-        assert started["per_webhook_each"] == "4"
+        assert started["per_webhook_each"] == [4, 4]
         assert len(log_lines(worker, "dispatcher.started")) == 2
         assert worker.proc is not None
         worker.proc.send_signal(signal.SIGTERM)
@@ -96,6 +98,17 @@ async def test_two_processes_deliver_each_event_once_and_stop_together(
     finally:
         await worker.stop()
         await api_server.stop()
+
+
+async def test_a_limit_that_cannot_be_split_is_refused(database_url: str) -> None:
+    env = bellhook_env(BELLHOOK_DATABASE_URL=database_url, BELLHOOK_PER_WEBHOOK_CONCURRENCY="1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bellhook", "worker", "--processes", "2",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert "cannot be split between 2 worker processes" in err.decode()
 
 
 async def test_when_one_process_dies_the_worker_stops_and_fails(

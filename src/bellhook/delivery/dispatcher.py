@@ -133,7 +133,8 @@ class Dispatcher:
                 if len(jobs) < limit or free <= 0:
                     await self._idle(settings.poll_interval)
         finally:
-            self.rt.events.handoff = None
+            if self.rt.events.handoff is self:
+                self.rt.events.handoff = None
 
     def _enqueue(self, jobs: list[Job], *, reserved: bool) -> None:
         for job in jobs:

@@ -136,9 +136,9 @@ class DeliveryRepository:
     ) -> list[Job]:
         """Take up to ``limit`` due deliveries, oldest first, within each webhook's room.
 
-        Three statements: the open webhooks (with their URL and secrets, opened once per
-        webhook rather than once per delivery), their due deliveries with the event
-        data, and the lease.
+        The open webhooks (with their URL and secrets, opened once per webhook rather
+        than once per delivery), their due deliveries with the event data (a statement
+        per 100 webhooks), and the lease.
         """
         async with self.db.write() as conn:
             targets = await self._open_targets(conn, in_flight, per_webhook)

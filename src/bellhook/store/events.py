@@ -133,28 +133,29 @@ class EventRepository:
         """
         for attempt in range(3):
             reserved: list[_Reserved] = []
+            # The dispatcher the slots are reserved on gets them back or their jobs, even
+            # if another one registers meanwhile.
+            handoff = self.handoff
             try:
                 async with self.db.write() as conn:
-                    results = await self._ingest(conn, batch, now, reserved)
+                    results = await self._ingest(conn, batch, now, handoff, reserved)
             except IntegrityError:
-                self._unreserve(reserved)
+                _unreserve(handoff, reserved)
                 # Another transaction stored one of these ids meanwhile (PostgreSQL);
                 # the next try sees it as a duplicate.
                 if attempt == 2:
                     raise
                 continue
             except BaseException:
-                self._unreserve(reserved)
+                _unreserve(handoff, reserved)
                 raise
-            return self._hand_off(reserved, results)
+            return self._hand_off(handoff, reserved, results)
         raise AssertionError("unreachable")
 
-    def _unreserve(self, reserved: list[_Reserved]) -> None:
-        if reserved and self.handoff is not None:
-            self.handoff.unreserve(r.webhook_id for r in reserved)
-
-    def _hand_off(self, reserved: list[_Reserved], results: list[Accepted]) -> list[Accepted]:
-        if not reserved or self.handoff is None:
+    def _hand_off(
+        self, handoff: Handoff | None, reserved: list[_Reserved], results: list[Accepted]
+    ) -> list[Accepted]:
+        if not reserved or handoff is None:
             return results
         jobs: list[Job] = []
         lost: list[str] = []
@@ -182,8 +183,8 @@ class EventRepository:
                 )
             )
         if lost:
-            self.handoff.unreserve(lost)
-        self.handoff.accept(jobs)
+            handoff.unreserve(lost)
+        handoff.accept(jobs)
         per_event: dict[str, int] = {}
         for job in jobs:
             per_event[job.event_id] = per_event.get(job.event_id, 0) + 1
@@ -199,6 +200,7 @@ class EventRepository:
         conn: AsyncConnection,
         batch: list[NewEvent],
         now: datetime,
+        handoff: Handoff | None,
         reserved: list[_Reserved],
     ) -> list[Accepted]:
         ids = list(dict.fromkeys(e.id for e in batch))
@@ -214,7 +216,6 @@ class EventRepository:
             routes, targets = await active_webhooks(conn)
             await conn.execute(insert(events), [_event_row(e, now) for e in fresh.values()])
             rows: list[dict[str, Any]] = []
-            handoff = self.handoff
             for event in fresh.values():
                 chosen = recipients(routes, event.type, event.audience)
                 counts[event.id] = len(chosen)
@@ -249,6 +250,11 @@ class EventRepository:
             await conn.execute(insert(events).values(_event_row(event, now)))
             await conn.execute(insert(deliveries).values(**delivery))
         return str(delivery["id"])
+
+
+def _unreserve(handoff: Handoff | None, reserved: list[_Reserved]) -> None:
+    if reserved and handoff is not None:
+        handoff.unreserve(r.webhook_id for r in reserved)
 
 
 def _event_row(event: NewEvent, now: datetime) -> dict[str, Any]:
