@@ -7,8 +7,8 @@
   means the delivery is sent again when its lease runs out (at-least-once).
 - Ingest in the same process hands fresh deliveries over directly (``reserve`` /
   ``accept``): they are stored already leased to this dispatcher and sent as soon as
-  they are committed, without a claim. Ingest wakes the claim loop only for the
-  deliveries that did not fit.
+  they are committed, without a claim. Those that do not fit are stored due now,
+  and their webhooks marked, so that the claim loop takes them when slots free up.
 """
 
 from __future__ import annotations
@@ -59,9 +59,11 @@ class Dispatcher:
         self._held_total = 0
         self._window = CLAIM_AHEAD * rt.settings.max_concurrency
         self._per_webhook_window = CLAIM_AHEAD * rt.settings.per_webhook_concurrency
-        # Whether the queue may hold due deliveries this dispatcher has not claimed:
+        # Whether the queue may hold due deliveries this dispatcher has not claimed, for
+        # any webhook (a claim cut short by the global limit) or for these webhooks:
         # freed slots wake the claim loop only then, not after every delivery.
         self._more_due = True
+        self._backlogged: set[str] = set()
         self._freed = 0  # slots freed since the last claim
         # Half a webhook's slots: the other half of its claimed-ahead queue covers the
         # claim's round trip, and claims (write transactions) stay few.
@@ -112,7 +114,7 @@ class Dispatcher:
                 self._freed = 0
                 free = self._window - self._held_total
                 limit = min(free, settings.claim_batch)
-                full = free <= 0 or any(n >= self._per_webhook_window for n in self._held.values())
+                held_before = dict(self._held)
                 jobs: list[Job] = []
                 if free > 0:
                     try:
@@ -127,7 +129,7 @@ class Dispatcher:
                         log.warning("dispatcher.claim_failed", error=exc.message)
                         await self._idle(1.0)
                         continue
-                self._more_due = bool(jobs) or full
+                self._note_claim(jobs, held_before, cut_short=free <= 0 or len(jobs) >= limit)
                 self._enqueue(jobs, reserved=False)
                 self._pump()
                 if len(jobs) < limit or free <= 0:
@@ -135,6 +137,24 @@ class Dispatcher:
         finally:
             if self.rt.events.handoff is self:
                 self.rt.events.handoff = None
+
+    def _note_claim(self, jobs: list[Job], held_before: dict[str, int], *, cut_short: bool) -> None:
+        """Which webhooks may still have due deliveries that this dispatcher does not hold.
+
+        A webhook that got all the room it had may have more; one that got less has no
+        more due; one that had no room keeps its mark. Freed slots of marked webhooks
+        wake the claim loop; others wait for the poll, so that a busy dispatcher does
+        not run a claim (a write transaction) that can only come back empty.
+        """
+        self._more_due = cut_short
+        got = Counter(job.webhook_id for job in jobs)
+        for webhook_id in list(self._backlogged):
+            room = self._per_webhook_window - held_before.get(webhook_id, 0)
+            if room > 0 and got[webhook_id] < room:
+                self._backlogged.discard(webhook_id)
+        for webhook_id, n in got.items():
+            if n >= self._per_webhook_window - held_before.get(webhook_id, 0):
+                self._backlogged.add(webhook_id)
 
     def _enqueue(self, jobs: list[Job], *, reserved: bool) -> None:
         for job in jobs:
@@ -157,11 +177,13 @@ class Dispatcher:
     # --- deliveries handed over by ingest in this process (the Handoff protocol) --------
 
     def reserve(self, webhook_id: str) -> bool:
-        if (
-            self._stopping.is_set()
-            or self._held_total >= self._window
-            or self._held[webhook_id] >= self._per_webhook_window
-        ):
+        if self._stopping.is_set():
+            return False
+        if self._held_total >= self._window:
+            self._more_due = True  # stored due now: claimed as soon as slots free up
+            return False
+        if self._held[webhook_id] >= self._per_webhook_window:
+            self._backlogged.add(webhook_id)
             return False
         self._held[webhook_id] += 1
         self._held_total += 1
@@ -234,7 +256,9 @@ class Dispatcher:
             # Refill in steps, not after every single completion: a claim is a write
             # transaction, and one per delivery would halve throughput.
             self._freed += 1
-            if self._more_due and (self._freed >= self._refill_step or not self._held):
+            if (self._more_due or job.webhook_id in self._backlogged) and (
+                self._freed >= self._refill_step or not self._held
+            ):
                 self._wake.set()
 
     def _log(self, job: Job, result: AttemptResult, retrying: bool, when: object) -> None:

@@ -36,12 +36,6 @@ class Accepted:
     event_id: str
     deliveries: int
     duplicate: bool
-    handed_off: int = 0  # of the deliveries, those a dispatcher in this process took
-
-    @property
-    def queued(self) -> int:
-        """New deliveries left in the queue for a claim to find."""
-        return 0 if self.duplicate else self.deliveries - self.handed_off
 
 
 class Handoff(Protocol):
@@ -56,7 +50,8 @@ class Handoff(Protocol):
     def lease(self) -> timedelta: ...
 
     def reserve(self, webhook_id: str) -> bool:
-        """Take a slot for one delivery to ``webhook_id``; False when there is no room."""
+        """Take a slot for one delivery to ``webhook_id``; False when there is no room
+        (the delivery is then stored due now, and the dispatcher claims it when it has)."""
         ...
 
     def unreserve(self, webhook_ids: Iterable[str]) -> None:
@@ -149,14 +144,13 @@ class EventRepository:
             except BaseException:
                 _unreserve(handoff, reserved)
                 raise
-            return self._hand_off(handoff, reserved, results)
+            self._hand_off(handoff, reserved)
+            return results
         raise AssertionError("unreachable")
 
-    def _hand_off(
-        self, handoff: Handoff | None, reserved: list[_Reserved], results: list[Accepted]
-    ) -> list[Accepted]:
+    def _hand_off(self, handoff: Handoff | None, reserved: list[_Reserved]) -> None:
         if not reserved or handoff is None:
-            return results
+            return
         jobs: list[Job] = []
         lost: list[str] = []
         for r in reserved:
@@ -185,15 +179,6 @@ class EventRepository:
         if lost:
             handoff.unreserve(lost)
         handoff.accept(jobs)
-        per_event: dict[str, int] = {}
-        for job in jobs:
-            per_event[job.event_id] = per_event.get(job.event_id, 0) + 1
-        return [
-            Accepted(a.event_id, a.deliveries, a.duplicate, per_event.pop(a.event_id, 0))
-            if not a.duplicate
-            else a
-            for a in results
-        ]
 
     async def _ingest(
         self,

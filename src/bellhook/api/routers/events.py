@@ -79,8 +79,6 @@ async def publish_event(
     now = rt.clock()
     event = new_event(body, idempotency_key=idempotency_key, now=now)
     accepted = await rt.events.ingest_one(event, now=now)
-    if accepted.queued:
-        rt.work_available.set()
     return Envelope(
         data=EventAccepted(
             id=accepted.event_id, deliveries=accepted.deliveries, duplicate=accepted.duplicate
@@ -120,8 +118,6 @@ async def publish_batch(body: BatchIn, _caller: AdminDep, rt: RuntimeDep) -> Env
         results[index] = BatchItemOut(
             id=outcome.event_id, deliveries=outcome.deliveries, duplicate=outcome.duplicate
         )
-    if any(a.queued for a in accepted):
-        rt.work_available.set()
     items = [r for r in results if r is not None]
     return Envelope(
         data=BatchOut(accepted=len(accepted), rejected=len(items) - len(accepted), results=items)
