@@ -113,7 +113,11 @@ class Receiver:
     async def start(self) -> None:
         app = web.Application(client_max_size=1024**2)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
+        # handler_cancellation: a request the client gave up on (a timeout) stops
+        # counting as in flight when its connection closes.
+        self._runner = web.AppRunner(
+            app, shutdown_timeout=2.0, access_log=None, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -11,7 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp import web
+
 from tests.support import (
+    Hit,
+    Receiver,
     create_webhook,
     deliveries,
     eventually,
@@ -78,3 +82,50 @@ async def test_a_hanging_receiver_does_not_delay_another(serve: Callable[..., An
                 lambda items: len(items) == EVENTS,
                 what="every slow delivery logged as succeeded",
             )
+
+
+async def test_a_receiver_that_stops_answering_gets_one_request_at_a_time(
+    serve: Callable[..., Any],
+) -> None:
+    """After its requests time out, a webhook is probed with one request at a time (its
+    claimed-ahead deliveries go back to the queue); once one is answered, the rest
+    follow and every event arrives."""
+    open_when_probed: list[int] = []
+
+    async def hang_and_count(rx: Receiver, request: web.Request, hit: Hit) -> web.StreamResponse:
+        if hit.seq >= 4 and not rx.release.is_set():
+            open_when_probed.append(rx.in_flight)
+        return await hang(rx, request, hit)
+
+    async with receiver_pool() as start:
+        dead = await start(hang_and_count)
+        svc = await serve(
+            worker=True,
+            dev_mode=True,
+            retry_schedule="0.2",
+            delivery_timeout=1.0,
+            per_webhook_concurrency=4,
+            poll_interval=0.05,
+        )
+        async with svc.client(await svc.new_key("ops", admin=True)) as api:
+            hook = await create_webhook(api, dead.url())
+            published = [(await publish(api, "post.created", {"n": n}))["id"] for n in range(12)]
+
+            await dead.wait_for_count(4)  # the first round: all four slots, all hanging
+            await dead.wait_for_count(7)  # they timed out; then three probes, one by one
+            # One at a time; the receiver may not have torn the timed-out request down
+            # yet when the next arrives, hence 2. At full width it would be 4.
+            assert max(open_when_probed) <= 2
+
+            dead.release.set()  # answering again: the rest go out at full width
+            await dead.wait_until(
+                lambda hits: {h.event_id for h in hits} >= set(published),
+                timeout=30,
+                what="all 12 events once it answers",
+            )
+            settled_log = await eventually(
+                lambda: deliveries(api, hook["id"], status="succeeded"),
+                lambda items: len(items) == 12,
+                what="every delivery logged as succeeded",
+            )
+            assert {d["eventId"] for d in settled_log} == set(published)

@@ -14,6 +14,7 @@ from bellhook.domain.outcome import (
     decide,
     disable_reason,
     excerpt,
+    went_unanswered,
 )
 from bellhook.domain.retry import RetryPolicy
 
@@ -177,3 +178,29 @@ def test_excerpt_never_raises_on_bytes_that_are_not_utf8() -> None:
     text = excerpt(b"\xff\xfe" + "é".encode() * 3000)
     assert len(text) <= 4096
     assert text.startswith("\ufffd")
+
+
+@pytest.mark.parametrize(
+    ("kind", "unanswered"),
+    [
+        (ErrorKind.TIMEOUT, True),
+        (ErrorKind.CONNECTION, True),
+        (ErrorKind.DNS, True),
+        (ErrorKind.TLS, True),
+        (ErrorKind.HTTP_STATUS, False),
+        (ErrorKind.REDIRECT, False),
+        (ErrorKind.TOO_LARGE, False),
+        (ErrorKind.BLOCKED_DESTINATION, False),
+        (None, False),
+    ],
+)
+def test_only_attempts_without_any_http_answer_went_unanswered(
+    kind: ErrorKind | None, unanswered: bool
+) -> None:
+    result = AttemptResult(
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        latency_ms=1.0,
+        status_code=None if unanswered else 500,
+        error_kind=kind,
+    )
+    assert went_unanswered(result) is unanswered

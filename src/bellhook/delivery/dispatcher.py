@@ -5,6 +5,9 @@
   fills its own slots and never delays the others.
 - Outcomes are written in batches by a flusher task; a crash before the write only
   means the delivery is sent again when its lease runs out (at-least-once).
+- A webhook that stops answering (timeouts, refused connections) gets one request at
+  a time until one is answered: its claimed-ahead deliveries go back to the queue,
+  and a dead receiver costs one socket and one timeout at a time, not sixteen.
 - Ingest in the same process hands fresh deliveries over directly (``reserve`` /
   ``accept``): they are stored already leased to this dispatcher and sent as soon as
   they are committed, without a claim. Those that do not fit are stored due now,
@@ -24,7 +27,7 @@ from datetime import timedelta
 import structlog
 
 from bellhook.delivery.sender import Sender, build_request
-from bellhook.domain.outcome import AttemptResult, decide
+from bellhook.domain.outcome import AttemptResult, decide, went_unanswered
 from bellhook.domain.retry import RetryPolicy
 from bellhook.errors import BellhookError
 from bellhook.runtime import Runtime
@@ -34,6 +37,7 @@ LOGGER_NAME = "bellhook.delivery"
 log = structlog.get_logger(LOGGER_NAME)
 
 CLAIM_AHEAD = 2  # claim up to this many rounds of slots (in flight + queued)
+PROBE_SLOTS = 1  # requests at a time to a webhook that stopped answering
 FLUSH_EVERY = 0.05  # seconds between outcome writes under load
 FLUSH_AT = 500  # outcomes that trigger a write at once
 PURGE_EVERY = 600.0
@@ -64,6 +68,8 @@ class Dispatcher:
         # freed slots wake the claim loop only then, not after every delivery.
         self._more_due = True
         self._backlogged: set[str] = set()
+        self._probing: set[str] = set()  # webhooks that stopped answering
+        self._releases: set[asyncio.Task[None]] = set()
         self._freed = 0  # slots freed since the last claim
         # Half a webhook's slots: the other half of its claimed-ahead queue covers the
         # claim's round trip, and claims (write transactions) stay few.
@@ -98,6 +104,8 @@ class Dispatcher:
         finally:
             purger.cancel()
             await self._drain()
+            if self._releases:
+                await asyncio.wait(set(self._releases))
             self._stopping.set()
             self._flush_now.set()
             await flusher
@@ -114,7 +122,7 @@ class Dispatcher:
                 self._freed = 0
                 free = self._window - self._held_total
                 limit = min(free, settings.claim_batch)
-                held_before = dict(self._held)
+                occupied = self._occupied()
                 jobs: list[Job] = []
                 if free > 0:
                     try:
@@ -122,14 +130,14 @@ class Dispatcher:
                             now=self.rt.clock(),
                             limit=limit,
                             lease=self.lease,
-                            in_flight=self._held,
+                            in_flight=occupied,
                             per_webhook=self._per_webhook_window,
                         )
                     except BellhookError as exc:
                         log.warning("dispatcher.claim_failed", error=exc.message)
                         await self._idle(1.0)
                         continue
-                self._note_claim(jobs, held_before, cut_short=free <= 0 or len(jobs) >= limit)
+                self._note_claim(jobs, occupied, cut_short=free <= 0 or len(jobs) >= limit)
                 self._enqueue(jobs, reserved=False)
                 self._pump()
                 if len(jobs) < limit or free <= 0:
@@ -137,6 +145,19 @@ class Dispatcher:
         finally:
             if self.rt.events.handoff is self:
                 self.rt.events.handoff = None
+
+    def _occupied(self) -> dict[str, int]:
+        """Slots taken per webhook, as the claim sees them: a probed webhook's window
+        is PROBE_SLOTS, so it looks fuller by the difference."""
+        occupied = dict(self._held)
+        for webhook_id in self._probing:
+            occupied[webhook_id] = (
+                self._per_webhook_window - PROBE_SLOTS + self._held.get(webhook_id, 0)
+            )
+        return occupied
+
+    def _window_of(self, webhook_id: str) -> int:
+        return PROBE_SLOTS if webhook_id in self._probing else self._per_webhook_window
 
     def _note_claim(self, jobs: list[Job], held_before: dict[str, int], *, cut_short: bool) -> None:
         """Which webhooks may still have due deliveries that this dispatcher does not hold.
@@ -182,7 +203,7 @@ class Dispatcher:
         if self._held_total >= self._window:
             self._more_due = True  # stored due now: claimed as soon as slots free up
             return False
-        if self._held[webhook_id] >= self._per_webhook_window:
+        if self._held[webhook_id] >= self._window_of(webhook_id):
             self._backlogged.add(webhook_id)
             return False
         self._held[webhook_id] += 1
@@ -206,7 +227,8 @@ class Dispatcher:
         per_webhook = self.settings.per_webhook_concurrency
         room = self.settings.max_concurrency - sum(self._in_flight.values())
         for webhook_id, queue in list(self._queued.items()):
-            while queue and room > 0 and self._in_flight[webhook_id] < per_webhook:
+            limit = PROBE_SLOTS if webhook_id in self._probing else per_webhook
+            while queue and room > 0 and self._in_flight[webhook_id] < limit:
                 self._start(queue.popleft())
                 room -= 1
             if not queue:
@@ -235,6 +257,12 @@ class Dispatcher:
                 rand=self.rng.random(),
             )
             self._log(job, result, decision.retry_scheduled, decision.next_attempt_at)
+            if went_unanswered(result):
+                self._start_probing(job.webhook_id, result)
+            elif job.webhook_id in self._probing:
+                self._probing.discard(job.webhook_id)
+                log.info("webhook.answering_again", webhook_id=job.webhook_id)
+                self._wake.set()  # its backlog is claimed at full width again
             self._outcomes.append(Completed(job, result, decision))
             recorded = True
             if len(self._outcomes) >= FLUSH_AT:
@@ -260,6 +288,34 @@ class Dispatcher:
                 self._freed >= self._refill_step or not self._held
             ):
                 self._wake.set()
+
+    def _start_probing(self, webhook_id: str, result: AttemptResult) -> None:
+        """One request at a time to a webhook that gave no answer; its claimed-ahead
+        deliveries go back to the queue (due now) rather than wait out their lease."""
+        if webhook_id in self._probing:
+            return
+        self._probing.add(webhook_id)
+        self._backlogged.add(webhook_id)
+        queued = self._queued.pop(webhook_id, deque())
+        for job in queued:
+            self._active.discard(job.delivery_id)
+            self._release_slot(webhook_id)
+        log.warning(
+            "webhook.not_answering",
+            webhook_id=webhook_id,
+            error_kind=str(result.error_kind),
+            released=len(queued),
+        )
+        if queued:
+            task = asyncio.create_task(self._release([j.delivery_id for j in queued]))
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
+
+    async def _release(self, delivery_ids: list[str]) -> None:
+        try:
+            await self.rt.deliveries.release(delivery_ids, now=self.rt.clock())
+        except BellhookError as exc:  # their leases run out instead
+            log.warning("dispatcher.release_failed", error=exc.message)
 
     def _log(self, job: Job, result: AttemptResult, retrying: bool, when: object) -> None:
         if result.succeeded and not self._log_successes:

@@ -82,6 +82,15 @@ def decide(
     return Decision(DeliveryStatus.PENDING, now + timedelta(seconds=delay), failures)
 
 
+_NO_ANSWER = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.DNS, ErrorKind.TLS})
+
+
+def went_unanswered(result: AttemptResult) -> bool:
+    """Whether the receiver gave no HTTP answer at all (down, hanging, unreachable):
+    more requests at once would only wait the same way."""
+    return result.error_kind in _NO_ANSWER
+
+
 def disable_reason(result: AttemptResult) -> str | None:
     """Why this answer disables its webhook at once (410 Gone, even to a test or a manual
     retry: the receiver says the endpoint is gone for good), or None."""
