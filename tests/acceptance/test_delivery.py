@@ -55,6 +55,7 @@ async def test_success_is_one_signed_post_with_every_header(
     assert hit.path == "/hook"
     assert hit.headers["Content-Type"] == "application/json"
     assert hit.headers["User-Agent"] == f"Bellhook/{__version__}"
+    assert hit.headers["Accept-Encoding"] == "identity"  # excerpts are kept as sent
     assert hit.headers["X-Webhook-Event"] == "post.created"
     assert hit.headers["X-Webhook-Id"] == "evt_success_1"
     assert hit.headers["X-Webhook-Attempt"] == "1"
