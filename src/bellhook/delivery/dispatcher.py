@@ -36,7 +36,7 @@ from bellhook.store.deliveries import Completed, Job
 LOGGER_NAME = "bellhook.delivery"
 log = structlog.get_logger(LOGGER_NAME)
 
-CLAIM_AHEAD = 2  # claim up to this many rounds of slots (in flight + queued)
+CLAIM_AHEAD = 4  # claim up to this many rounds of slots (in flight + queued)
 PROBE_SLOTS = 1  # requests at a time to a webhook that stopped answering
 FLUSH_EVERY = 0.05  # seconds between outcome writes under load
 FLUSH_AT = 500  # outcomes that trigger a write at once
@@ -56,9 +56,12 @@ class Dispatcher:
         self.lease = timedelta(seconds=2 * rt.settings.delivery_timeout + 5)
         self._in_flight: Counter[str] = Counter()  # requests under way, per webhook
         # Claimed ahead, waiting for a slot of their webhook: the next claim's round trip
-        # overlaps with sending, instead of slots standing empty while it runs. At most
-        # one more round per webhook, well inside the lease.
+        # overlaps with sending, instead of slots standing empty while it runs. A job
+        # whose lease would run out before its send could end is not sent but given back
+        # (a slow receiver's queue outlasting the lease, where another worker may claim
+        # it): a delivery is never sent by two workers at once.
         self._queued: dict[str, deque[Job]] = {}
+        self._send_margin = timedelta(seconds=rt.settings.delivery_timeout + 5)
         self._held: Counter[str] = Counter()  # in flight + queued (+ reserved), per webhook
         self._held_total = 0
         self._window = CLAIM_AHEAD * rt.settings.max_concurrency
@@ -71,11 +74,9 @@ class Dispatcher:
         self._probing: set[str] = set()  # webhooks that stopped answering
         self._releases: set[asyncio.Task[None]] = set()
         self._freed = 0  # slots freed since the last claim
-        # Half a webhook's slots: the other half of its claimed-ahead queue covers the
-        # claim's round trip, and claims (write transactions) stay few.
-        self._refill_step = max(
-            1, min(rt.settings.per_webhook_concurrency, rt.settings.max_concurrency) // 2
-        )
+        # A round of a webhook's slots: the rounds still queued cover the claim's round
+        # trip, and claims (write transactions) stay few.
+        self._refill_step = min(rt.settings.per_webhook_concurrency, rt.settings.max_concurrency)
         self._active: set[str] = set()  # delivery ids sent or waiting to be recorded
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[Completed] = []
@@ -226,13 +227,21 @@ class Dispatcher:
         """Start queued jobs while their webhook and the dispatcher have free slots."""
         per_webhook = self.settings.per_webhook_concurrency
         room = self.settings.max_concurrency - sum(self._in_flight.values())
+        send_by = self.rt.clock() + self._send_margin
+        expiring: list[Job] = []
         for webhook_id, queue in list(self._queued.items()):
             limit = PROBE_SLOTS if webhook_id in self._probing else per_webhook
             while queue and room > 0 and self._in_flight[webhook_id] < limit:
-                self._start(queue.popleft())
+                job = queue.popleft()
+                if job.leased_until is not None and job.leased_until < send_by:
+                    expiring.append(job)
+                    continue
+                self._start(job)
                 room -= 1
             if not queue:
                 del self._queued[webhook_id]
+        if expiring:
+            self._give_back(expiring, reason="lease_expiring")
 
     async def _idle(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -295,21 +304,28 @@ class Dispatcher:
         if webhook_id in self._probing:
             return
         self._probing.add(webhook_id)
-        self._backlogged.add(webhook_id)
-        queued = self._queued.pop(webhook_id, deque())
-        for job in queued:
-            self._active.discard(job.delivery_id)
-            self._release_slot(webhook_id)
+        queued = list(self._queued.pop(webhook_id, ()))
         log.warning(
             "webhook.not_answering",
             webhook_id=webhook_id,
             error_kind=str(result.error_kind),
             released=len(queued),
         )
-        if queued:
-            task = asyncio.create_task(self._release([j.delivery_id for j in queued]))
-            self._releases.add(task)
-            task.add_done_callback(self._releases.discard)
+        self._give_back(queued, reason="not_answering")
+        self._backlogged.add(webhook_id)
+
+    def _give_back(self, jobs: list[Job], *, reason: str) -> None:
+        """Unsent jobs back to the queue, due now (in the background)."""
+        if not jobs:
+            return
+        for job in jobs:
+            self._active.discard(job.delivery_id)
+            self._release_slot(job.webhook_id)
+            self._backlogged.add(job.webhook_id)
+        log.debug("dispatcher.given_back", deliveries=len(jobs), reason=reason)
+        task = asyncio.create_task(self._release([j.delivery_id for j in jobs]))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     async def _release(self, delivery_ids: list[str]) -> None:
         try:

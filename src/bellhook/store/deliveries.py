@@ -100,6 +100,7 @@ class Job:
     attempt_count: int
     schedule_step: int
     is_test: bool
+    leased_until: datetime | None = None  # when a claim's lease runs out (None: manual)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,7 @@ class DeliveryRepository:
             )
         picked = set(chosen)
         return [
-            _job(r, targets[r.webhook_id].url, targets[r.webhook_id].secrets)
+            _job(r, targets[r.webhook_id].url, targets[r.webhook_id].secrets, now + lease)
             for r in rows
             if r.id in picked
         ]
@@ -476,7 +477,7 @@ async def _jobs(conn: AsyncConnection, ids: Sequence[str], box: SecretBox) -> li
     ]
 
 
-def _job(row: Any, url: str, secrets: WebhookSecrets) -> Job:
+def _job(row: Any, url: str, secrets: WebhookSecrets, leased_until: datetime | None = None) -> Job:
     """A job from a row of ``_DUE_COLUMNS`` and its webhook's address and secrets."""
     return Job(
         delivery_id=row.id,
@@ -490,6 +491,7 @@ def _job(row: Any, url: str, secrets: WebhookSecrets) -> Job:
         attempt_count=row.attempt_count,
         schedule_step=row.schedule_step,
         is_test=bool(row.is_test),
+        leased_until=leased_until,
     )
 
 

@@ -68,6 +68,7 @@ class _Reserved:
     delivery_id: str
     event: NewEvent
     target: Any  # the webhook's row of TARGET_COLUMNS
+    leased_until: datetime
 
     @property
     def webhook_id(self) -> str:
@@ -174,6 +175,7 @@ class EventRepository:
                     attempt_count=0,
                     schedule_step=0,
                     is_test=False,
+                    leased_until=r.leased_until,
                 )
             )
         if lost:
@@ -207,8 +209,10 @@ class EventRepository:
                 for webhook_id in chosen:
                     row = _new_delivery(event.id, event.type, webhook_id, now)
                     if handoff is not None and handoff.reserve(webhook_id):
-                        row["next_attempt_at"] = now + handoff.lease
-                        reserved.append(_Reserved(row["id"], event, targets[webhook_id]))
+                        row["next_attempt_at"] = leased_until = now + handoff.lease
+                        reserved.append(
+                            _Reserved(row["id"], event, targets[webhook_id], leased_until)
+                        )
                     rows.append(row)
             if rows:
                 await conn.execute(insert(deliveries), rows)
