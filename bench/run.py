@@ -992,8 +992,12 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             (
                 f"2. Ceiling, {label} (bare aiohttp, {get(tp, 'ceiling_asyncio', 'concurrency')} "
                 "in flight, asyncio / uvloop); best bellhook ÷ each",
-                f"{fmt(ceil)}/s / {fmt(uv)}/s; "
-                f"{fmt(r_asyncio and r_asyncio * 100, '.0f')}% / {fmt(r and r * 100, '.0f')}%",
+                (
+                    f"{fmt(ceil)}/s / {fmt(uv)}/s; "
+                    f"{fmt(r_asyncio and r_asyncio * 100, '.0f')}% / {fmt(r and r * 100, '.0f')}%"
+                    if uv
+                    else f"{fmt(ceil)}/s (asyncio only); {fmt(r and r * 100, '.0f')}%"
+                ),
                 "≥ 75%",
                 verdict(None if r is None else r >= 0.75),
             )
