@@ -86,10 +86,15 @@ async def supervise(settings: Settings, argv: Sequence[str] | None = None) -> in
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_all, sig)
     try:
-        for env in envs:
-            children.append(await asyncio.create_subprocess_exec(*command, env=env))
-            if stopping.is_set():
-                children[-1].send_signal(stop_signal)
+        try:
+            for env in envs:
+                children.append(await asyncio.create_subprocess_exec(*command, env=env))
+                if stopping.is_set():
+                    children[-1].send_signal(stop_signal)
+        except BaseException:
+            stop_all()  # the ones that did start must not run on as orphans
+            await asyncio.gather(*(c.wait() for c in children), return_exceptions=True)
+            raise
         log.info(
             "worker.processes_started",
             processes=processes,

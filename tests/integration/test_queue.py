@@ -50,7 +50,7 @@ async def test_claims_respect_limits_leases_and_release(
         assert len(again) == 30 - len(first)
 
         # Released ones are due at once.
-        await rt.deliveries.release([j.delivery_id for j in first], now=now)
+        await rt.deliveries.release(first, now=now)
         back = await rt.deliveries.claim(
             now=now, limit=100, lease=LEASE, in_flight={}, per_webhook=100
         )
@@ -65,3 +65,43 @@ async def test_claims_respect_limits_leases_and_release(
             per_webhook=100,
         )
         assert len(later) == 30
+
+
+async def test_a_release_leaves_alone_what_another_claim_took_over(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A worker gives back jobs whose lease ran out while they waited; by then another
+    worker may have claimed them. The release must not make those due again (they
+    would be sent twice)."""
+    now = datetime.now(UTC)
+    async with open_runtime(make_settings()) as rt:
+        await rt.webhooks.create(
+            ADMIN,
+            url="https://example.com/x",
+            events=("*",),
+            description=None,
+            secret="s" * 20,
+            now=now,
+        )
+        await rt.events.ingest(
+            [NewEvent(f"e{i}", "post.created", "{}", now, None) for i in range(4)], now=now
+        )
+        mine = await rt.deliveries.claim(
+            now=now, limit=100, lease=LEASE, in_flight={}, per_webhook=100
+        )
+        assert len(mine) == 4
+        # The lease runs out; another worker claims two of them.
+        later = now + LEASE + timedelta(seconds=1)
+        theirs = await rt.deliveries.claim(
+            now=later, limit=2, lease=LEASE, in_flight={}, per_webhook=100
+        )
+        assert len(theirs) == 2
+
+        await rt.deliveries.release(mine, now=later)
+        again = await rt.deliveries.claim(
+            now=later, limit=100, lease=LEASE, in_flight={}, per_webhook=100
+        )
+        # Only the two nobody else holds came back.
+        taken = {j.delivery_id for j in theirs}
+        assert {j.delivery_id for j in again} == {j.delivery_id for j in mine} - taken
+        assert all(j.leased_until == later + LEASE for j in again)

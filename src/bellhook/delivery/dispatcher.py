@@ -5,9 +5,10 @@
   fills its own slots and never delays the others.
 - Outcomes are written in batches by a flusher task; a crash before the write only
   means the delivery is sent again when its lease runs out (at-least-once).
-- A webhook that stops answering (timeouts, refused connections) gets one request at
-  a time until one is answered: its claimed-ahead deliveries go back to the queue,
-  and a dead receiver costs one socket and one timeout at a time, not sixteen.
+- A webhook that stops answering (timeouts, refused connections) gets one new request
+  at a time until one is answered: its claimed-ahead deliveries go back to the queue,
+  and once the requests already under way have timed out, a dead receiver costs each
+  worker process one socket and one timeout at a time, not sixteen.
 - Ingest in the same process hands fresh deliveries over directly (``reserve`` /
   ``accept``): they are stored already leased to this dispatcher and sent as soon as
   they are committed, without a claim. Those that do not fit are stored due now,
@@ -38,6 +39,7 @@ log = structlog.get_logger(LOGGER_NAME)
 
 CLAIM_AHEAD = 4  # claim up to this many rounds of slots (in flight + queued)
 PROBE_SLOTS = 1  # requests at a time to a webhook that stopped answering
+SLOW_AHEAD = 2  # rounds claimed ahead for a webhook whose queue outlived a lease
 FLUSH_EVERY = 0.05  # seconds between outcome writes under load
 FLUSH_AT = 500  # outcomes that trigger a write at once
 PURGE_EVERY = 600.0
@@ -51,15 +53,16 @@ class Dispatcher:
         self.settings = rt.settings
         self.policy = RetryPolicy(rt.settings.retry_schedule, rt.settings.retry_jitter)
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
-        # A claim lapses after twice the timeout (the send, then time to record it) plus a
-        # margin; a worker killed mid-delivery thus has its deliveries retried soon after.
+        # A claim lapses after twice the timeout plus a margin; a worker killed
+        # mid-delivery thus has its deliveries retried soon after.
         self.lease = timedelta(seconds=2 * rt.settings.delivery_timeout + 5)
         self._in_flight: Counter[str] = Counter()  # requests under way, per webhook
         # Claimed ahead, waiting for a slot of their webhook: the next claim's round trip
-        # overlaps with sending, instead of slots standing empty while it runs. A job
-        # whose lease would run out before its send could end is not sent but given back
-        # (a slow receiver's queue outlasting the lease, where another worker may claim
-        # it): a delivery is never sent by two workers at once.
+        # overlaps with sending, instead of slots standing empty while it runs. A job is
+        # only started with a timeout and 5 s of its lease left (the send, then time to
+        # record it); one that waited longer (a slow receiver) is given back, and its
+        # webhook is claimed SLOW_AHEAD rounds ahead from then on. Past its lease,
+        # another worker may have claimed it; the give-back leaves such a job alone.
         self._queued: dict[str, deque[Job]] = {}
         self._send_margin = timedelta(seconds=rt.settings.delivery_timeout + 5)
         self._held: Counter[str] = Counter()  # in flight + queued (+ reserved), per webhook
@@ -71,7 +74,9 @@ class Dispatcher:
         # freed slots wake the claim loop only then, not after every delivery.
         self._more_due = True
         self._backlogged: set[str] = set()
+        self._marked_lately: set[str] = set()  # marked while a claim was under way
         self._probing: set[str] = set()  # webhooks that stopped answering
+        self._slow: set[str] = set()  # webhooks whose queued jobs outlived a lease
         self._releases: set[asyncio.Task[None]] = set()
         self._freed = 0  # slots freed since the last claim
         # A round of a webhook's slots: the rounds still queued cover the claim's round
@@ -123,9 +128,11 @@ class Dispatcher:
                 self._freed = 0
                 free = self._window - self._held_total
                 limit = min(free, settings.claim_batch)
-                occupied = self._occupied()
                 jobs: list[Job] = []
                 if free > 0:
+                    occupied = self._occupied()
+                    self._more_due = False
+                    self._marked_lately.clear()
                     try:
                         jobs = await self.rt.deliveries.claim(
                             now=self.rt.clock(),
@@ -135,10 +142,13 @@ class Dispatcher:
                             per_webhook=self._per_webhook_window,
                         )
                     except BellhookError as exc:
+                        self._more_due = True
                         log.warning("dispatcher.claim_failed", error=exc.message)
                         await self._idle(1.0)
                         continue
-                self._note_claim(jobs, occupied, cut_short=free <= 0 or len(jobs) >= limit)
+                    self._note_claim(jobs, occupied, cut_short=len(jobs) >= limit)
+                else:
+                    self._more_due = True
                 self._enqueue(jobs, reserved=False)
                 self._pump()
                 if len(jobs) < limit or free <= 0:
@@ -148,34 +158,48 @@ class Dispatcher:
                 self.rt.events.handoff = None
 
     def _occupied(self) -> dict[str, int]:
-        """Slots taken per webhook, as the claim sees them: a probed webhook's window
-        is PROBE_SLOTS, so it looks fuller by the difference."""
+        """Slots taken per webhook, as the claim sees them: a webhook with a smaller
+        window (probed, slow) looks fuller by the difference."""
         occupied = dict(self._held)
-        for webhook_id in self._probing:
+        for webhook_id in self._probing | self._slow:
             occupied[webhook_id] = (
-                self._per_webhook_window - PROBE_SLOTS + self._held.get(webhook_id, 0)
+                self._per_webhook_window
+                - self._window_of(webhook_id)
+                + self._held.get(webhook_id, 0)
             )
         return occupied
 
     def _window_of(self, webhook_id: str) -> int:
-        return PROBE_SLOTS if webhook_id in self._probing else self._per_webhook_window
+        if webhook_id in self._probing:
+            return PROBE_SLOTS
+        if webhook_id in self._slow:
+            return SLOW_AHEAD * self.settings.per_webhook_concurrency
+        return self._per_webhook_window
 
-    def _note_claim(self, jobs: list[Job], held_before: dict[str, int], *, cut_short: bool) -> None:
+    def _mark(self, webhook_id: str) -> None:
+        """``webhook_id`` may have due deliveries in the queue that this dispatcher
+        does not hold."""
+        self._backlogged.add(webhook_id)
+        self._marked_lately.add(webhook_id)
+
+    def _note_claim(self, jobs: list[Job], occupied: dict[str, int], *, cut_short: bool) -> None:
         """Which webhooks may still have due deliveries that this dispatcher does not hold.
 
         A webhook that got all the room it had may have more; one that got less has no
-        more due; one that had no room keeps its mark. Freed slots of marked webhooks
-        wake the claim loop; others wait for the poll, so that a busy dispatcher does
-        not run a claim (a write transaction) that can only come back empty.
+        more due (unless it was marked again while the claim ran); one that had no room
+        keeps its mark. Freed slots of marked webhooks wake the claim loop; others wait
+        for the poll, so that a busy dispatcher does not run a claim (a write
+        transaction) that can only come back empty.
         """
-        self._more_due = cut_short
+        if cut_short:
+            self._more_due = True
         got = Counter(job.webhook_id for job in jobs)
-        for webhook_id in list(self._backlogged):
-            room = self._per_webhook_window - held_before.get(webhook_id, 0)
+        for webhook_id in list(self._backlogged - self._marked_lately):
+            room = self._per_webhook_window - occupied.get(webhook_id, 0)
             if room > 0 and got[webhook_id] < room:
                 self._backlogged.discard(webhook_id)
         for webhook_id, n in got.items():
-            if n >= self._per_webhook_window - held_before.get(webhook_id, 0):
+            if n >= self._per_webhook_window - occupied.get(webhook_id, 0):
                 self._backlogged.add(webhook_id)
 
     def _enqueue(self, jobs: list[Job], *, reserved: bool) -> None:
@@ -205,7 +229,7 @@ class Dispatcher:
             self._more_due = True  # stored due now: claimed as soon as slots free up
             return False
         if self._held[webhook_id] >= self._window_of(webhook_id):
-            self._backlogged.add(webhook_id)
+            self._mark(webhook_id)
             return False
         self._held[webhook_id] += 1
         self._held_total += 1
@@ -229,18 +253,28 @@ class Dispatcher:
         room = self.settings.max_concurrency - sum(self._in_flight.values())
         send_by = self.rt.clock() + self._send_margin
         expiring: list[Job] = []
-        for webhook_id, queue in list(self._queued.items()):
+        for webhook_id in list(self._queued):
+            if room <= 0:
+                break
+            queue = self._queued[webhook_id]
             limit = PROBE_SLOTS if webhook_id in self._probing else per_webhook
+            started = False
             while queue and room > 0 and self._in_flight[webhook_id] < limit:
                 job = queue.popleft()
                 if job.leased_until is not None and job.leased_until < send_by:
                     expiring.append(job)
                     continue
                 self._start(job)
+                started = True
                 room -= 1
             if not queue:
                 del self._queued[webhook_id]
+            elif started:
+                # To the back: when the global limit is what runs out, the webhooks
+                # after this one go first next time.
+                self._queued[webhook_id] = self._queued.pop(webhook_id)
         if expiring:
+            self._slow.update(job.webhook_id for job in expiring)
             self._give_back(expiring, reason="lease_expiring")
 
     async def _idle(self, seconds: float) -> None:
@@ -255,6 +289,7 @@ class Dispatcher:
 
     async def _deliver(self, job: Job) -> None:
         recorded = False
+        probed = job.webhook_id in self._probing  # sent as a probe
         try:
             now = self.rt.clock()
             result = await self.sender.send(build_request(job, now=now), started_at=now)
@@ -268,7 +303,9 @@ class Dispatcher:
             self._log(job, result, decision.retry_scheduled, decision.next_attempt_at)
             if went_unanswered(result):
                 self._start_probing(job.webhook_id, result)
-            elif job.webhook_id in self._probing:
+            elif probed and job.webhook_id in self._probing:
+                # Only a probe's answer counts: one to a request sent before the
+                # probing began says little about the receiver now.
                 self._probing.discard(job.webhook_id)
                 log.info("webhook.answering_again", webhook_id=job.webhook_id)
                 self._wake.set()  # its backlog is claimed at full width again
@@ -312,7 +349,7 @@ class Dispatcher:
             released=len(queued),
         )
         self._give_back(queued, reason="not_answering")
-        self._backlogged.add(webhook_id)
+        self._mark(webhook_id)
 
     def _give_back(self, jobs: list[Job], *, reason: str) -> None:
         """Unsent jobs back to the queue, due now (in the background)."""
@@ -321,17 +358,20 @@ class Dispatcher:
         for job in jobs:
             self._active.discard(job.delivery_id)
             self._release_slot(job.webhook_id)
-            self._backlogged.add(job.webhook_id)
         log.debug("dispatcher.given_back", deliveries=len(jobs), reason=reason)
-        task = asyncio.create_task(self._release([j.delivery_id for j in jobs]))
+        task = asyncio.create_task(self._release(jobs))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
-    async def _release(self, delivery_ids: list[str]) -> None:
+    async def _release(self, jobs: list[Job]) -> None:
         try:
-            await self.rt.deliveries.release(delivery_ids, now=self.rt.clock())
+            await self.rt.deliveries.release(jobs, now=self.rt.clock())
         except BellhookError as exc:  # their leases run out instead
             log.warning("dispatcher.release_failed", error=exc.message)
+            return
+        for job in jobs:  # due again now: a claim takes them when there is room
+            self._mark(job.webhook_id)
+        self._wake.set()
 
     def _log(self, job: Job, result: AttemptResult, retrying: bool, when: object) -> None:
         if result.succeeded and not self._log_successes:
@@ -387,7 +427,7 @@ class Dispatcher:
             log.warning("webhook.disabled", webhook_id=webhook_id)
 
     async def _drain(self) -> None:
-        queued = [job.delivery_id for queue in self._queued.values() for job in queue]
+        queued = [job for queue in self._queued.values() for job in queue]
         self._queued.clear()
         if queued:
             # Claimed but never sent: due again now, not when their lease runs out.
@@ -395,7 +435,7 @@ class Dispatcher:
                 await self.rt.deliveries.release(queued, now=self.rt.clock())
             except BellhookError as exc:
                 log.warning("dispatcher.release_failed", error=exc.message)
-            self._active.difference_update(queued)
+            self._active.difference_update(job.delivery_id for job in queued)
         if not self._tasks:
             return
         log.info(

@@ -223,16 +223,30 @@ class DeliveryRepository:
             return branches[0]
         return union_all(*(select(b.subquery()) for b in branches))
 
-    async def release(self, ids: Sequence[str], *, now: datetime) -> None:
-        """Give claimed deliveries that were never sent back to the queue, due now."""
+    async def release(self, jobs: Sequence[Job], *, now: datetime) -> None:
+        """Give claimed deliveries that were never sent back to the queue, due now.
+
+        Only those still under the lease they were claimed with: once it has run out,
+        another worker may have claimed one (and be sending it, or have scheduled its
+        retry), and making it due again would have it sent twice.
+        """
+        leases = [
+            {"b_id": j.delivery_id, "b_lease": j.leased_until}
+            for j in jobs
+            if j.leased_until is not None
+        ]
+        if not leases:
+            return
         async with self.db.write() as conn:
             await conn.execute(
                 update(deliveries)
                 .where(
-                    deliveries.c.id.in_(ids),
+                    deliveries.c.id == bindparam("b_id"),
+                    deliveries.c.next_attempt_at == bindparam("b_lease"),
                     deliveries.c.status == DeliveryStatus.PENDING.value,
                 )
-                .values(next_attempt_at=now)
+                .values(next_attempt_at=now),
+                leases,
             )
 
     async def job(self, webhook_id: str, delivery_id: str) -> Job:

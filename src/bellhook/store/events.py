@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -84,6 +83,7 @@ class EventRepository:
         self.db = db
         self.opened = opened if opened is not None else OpenedSecrets(SecretBox())
         self.handoff: Handoff | None = None  # set by a dispatcher running in this process
+        self._routes: dict[str, tuple[Any, Route]] = {}
         self._waiting: list[tuple[NewEvent, datetime, asyncio.Future[Accepted]]] = []
         self._committer: asyncio.Task[None] | None = None
 
@@ -201,7 +201,7 @@ class EventRepository:
                 fresh.setdefault(event.id, event)
         counts: dict[str, int] = {}
         if fresh:
-            routes, targets = await active_webhooks(conn)
+            routes, targets = await active_webhooks(conn, self._routes)
             await conn.execute(insert(events), [_event_row(e, now) for e in fresh.values()])
             rows: list[dict[str, Any]] = []
             for event in fresh.values():
@@ -276,8 +276,15 @@ def _new_delivery(
     }
 
 
-async def active_webhooks(conn: AsyncConnection) -> tuple[list[Route], dict[str, Any]]:
-    """The routes of the active webhooks, and each one's row of ``TARGET_COLUMNS``."""
+async def active_webhooks(
+    conn: AsyncConnection, parsed: dict[str, tuple[Any, Route]]
+) -> tuple[list[Route], dict[str, Any]]:
+    """The routes of the active webhooks, and each one's row of ``TARGET_COLUMNS``.
+
+    Every ingest reads them; parsing each webhook's event list again each time cost more
+    than the query. ``parsed`` keeps each webhook's route with the stored values it was
+    made from, so an edit makes a new one; deleted webhooks' entries are dropped.
+    """
     rows = (
         await conn.execute(
             select(
@@ -285,12 +292,15 @@ async def active_webhooks(conn: AsyncConnection) -> tuple[list[Route], dict[str,
             ).where(webhooks.c.status == WebhookStatus.ACTIVE.value)
         )
     ).all()
-    routes = [_route(r.id, r.owner_id, bool(r.admin_owned), r.events) for r in rows]
+    routes = []
+    for r in rows:
+        made_from = (r.owner_id, bool(r.admin_owned), r.events)
+        known = parsed.get(r.id)
+        if known is None or known[0] != made_from:
+            known = (made_from, Route(r.id, *made_from[:2], tuple(json.loads(r.events))))
+            parsed[r.id] = known
+        routes.append(known[1])
+    if len(parsed) > len(rows):
+        for gone in parsed.keys() - {r.id for r in rows}:
+            del parsed[gone]
     return routes, {r.id: r for r in rows}
-
-
-@functools.lru_cache(maxsize=10_000)
-def _route(webhook_id: str, owner_id: str, admin_owned: bool, events_json: str) -> Route:
-    # Every ingest reads the routes; parsing each webhook's event list again each time
-    # cost more than the query. Keyed by the stored values, so an edit is a new entry.
-    return Route(webhook_id, owner_id, admin_owned, tuple(json.loads(events_json)))
