@@ -231,7 +231,7 @@ def keys_list(
     """List API keys (never the keys themselves)."""
     settings = load_settings(database_url=database_url)
     keys = run_with_runtime(settings, lambda rt: rt.keys.list(owner))
-    table = Table("id", "owner", "admin", "name", "created", "revoked")
+    table = Table("id", "owner", "admin", "name", "created", "last used", "revoked")
     for k in keys:
         table.add_row(
             k.id,
@@ -239,6 +239,7 @@ def keys_list(
             "yes" if k.is_admin else "",
             k.name or "",
             k.created_at.isoformat(timespec="seconds"),
+            k.last_used_at.isoformat(timespec="seconds") if k.last_used_at else "",
             k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
         )
     Console(width=200).print(table)

@@ -86,7 +86,7 @@ async def open_runtime(
         yield Runtime(
             settings=settings,
             db=db,
-            keys=KeyRepository(db),
+            keys=KeyRepository(db, clock=clock),
             webhooks=webhooks,
             events=EventRepository(db, opened=opened),
             deliveries=DeliveryRepository(db, secretbox=box, opened=opened),

@@ -277,3 +277,21 @@ def test_python_m_bellhook_serve_answers_healthz_and_stops_on_sigterm(tmp_path: 
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+async def test_keys_list_says_when_a_key_was_last_used(service: Any, database_url: str) -> None:
+    used = await create_key(database_url, "--owner", "alice")
+    unused = await create_key(database_url, "--owner", "bob")
+    async with service.client(used) as client:
+        assert (await client.get("/api/webhooks")).status_code == 200
+
+    keys = {k.owner_id: k for k in await service.runtime.keys.list()}
+    assert keys["alice"].last_used_at is not None
+    assert keys["bob"].last_used_at is None
+    assert unused
+
+    result = await run_cli("keys", "list", database_url=database_url)
+    assert_ok(result)
+    assert "last used" in result.stdout
+    line = next(row for row in result.stdout.splitlines() if "alice" in row)
+    assert keys["alice"].last_used_at.isoformat(timespec="seconds") in line

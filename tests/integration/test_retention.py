@@ -78,3 +78,39 @@ async def test_purge_removes_only_old_finished_deliveries(
         assert left_events == {"old-pending", "recent"}
         assert await _count(rt, attempts) == 1  # the recent delivery's attempt
         assert hook.id
+
+
+async def test_purge_sweeps_attempts_recorded_after_their_webhook_was_deleted(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A webhook deleted while one of its deliveries is in flight: the outcome arrives
+    after the delivery is gone, and its attempt row is left behind. Once older than
+    the retention, the purge removes it too."""
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    now = datetime.now(UTC)
+    async with open_runtime(make_settings()) as rt:
+        hook = await rt.webhooks.create(
+            ADMIN,
+            url="https://example.com/h",
+            events=("*",),
+            description=None,
+            secret="s" * 20,
+            now=old,
+        )
+        await rt.events.ingest([NewEvent("gone", "post.created", "{}", old, None)], now=old)
+        (job,) = await rt.deliveries.claim(
+            now=now, limit=10, lease=timedelta(seconds=30), in_flight={}, per_webhook=10
+        )
+        await rt.webhooks.delete(ADMIN, hook.id)  # mid-delivery
+        result = AttemptResult(started_at=old, latency_ms=1.0, status_code=200)
+        await rt.deliveries.record(
+            [Completed(job, result, Decision(DeliveryStatus.SUCCEEDED, None, 0))],
+            now=old,
+            auto_disable_after=timedelta(days=5),
+        )
+        assert await _count(rt, attempts) == 1  # the stray attempt
+        assert await _count(rt, deliveries) == 0
+
+        while await rt.deliveries.purge(before=now - timedelta(days=30), batch=10):
+            pass
+        assert await _count(rt, attempts) == 0

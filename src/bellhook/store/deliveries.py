@@ -362,7 +362,8 @@ class DeliveryRepository:
 
     async def purge(self, *, before: datetime, batch: int) -> int:
         """Delete one small batch of finished deliveries (and their attempts) older than
-        ``before``; call again until it returns 0."""
+        ``before``, events left without deliveries, and attempts left without their
+        delivery; call again until it returns 0."""
         async with self.db.write() as conn:
             ids = (
                 (
@@ -399,7 +400,27 @@ class DeliveryRepository:
             )
             if orphans:
                 await conn.execute(delete(events).where(events.c.id.in_(orphans)))
-            return len(ids) + len(orphans)
+            # Attempts whose delivery is gone: an outcome recorded after its webhook was
+            # deleted mid-delivery. Old ones only, so the scan stays on the index.
+            strays = (
+                (
+                    await conn.execute(
+                        select(attempts.c.id)
+                        .where(
+                            attempts.c.started_at < before,
+                            ~select(deliveries.c.id)
+                            .where(deliveries.c.id == attempts.c.delivery_id)
+                            .exists(),
+                        )
+                        .limit(batch)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if strays:
+                await conn.execute(delete(attempts).where(attempts.c.id.in_(strays)))
+            return len(ids) + len(orphans) + len(strays)
 
     # --- the log -----------------------------------------------------------------------
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hmac
 import time
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
+import structlog
 from sqlalchemy import select, update
 
 from bellhook.domain.credentials import (
@@ -15,21 +17,27 @@ from bellhook.domain.credentials import (
     key_id_of,
 )
 from bellhook.domain.models import ApiKey, Principal
-from bellhook.errors import AuthenticationFailed, NotFound
+from bellhook.errors import AuthenticationFailed, NotFound, StorageUnavailable
 from bellhook.store.database import Database
 from bellhook.store.rows import to_api_key
 from bellhook.store.tables import api_keys
+
+log = structlog.get_logger("bellhook.store")
 
 # Keys that authenticated recently, by token digest: a publisher sending thousands of
 # events a second would otherwise pay a database read per call. A key revoked by
 # another process (the CLI) is refused within AUTH_CACHE_SECONDS; by this one, at once.
 AUTH_CACHE_SECONDS = 1.0
 AUTH_CACHE_SIZE = 10_000
+# ``last_used_at`` is written at most this often per key: a write per call would cost
+# more than the call, and "used in the last minute" is what an operator asks.
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
 class KeyRepository:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None) -> None:
         self.db = db
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._recent: dict[str, tuple[Principal, float]] = {}
 
     async def create(
@@ -65,6 +73,7 @@ class KeyRepository:
                         api_keys.c.is_admin,
                         api_keys.c.key_hash,
                         api_keys.c.revoked_at,
+                        api_keys.c.last_used_at,
                     ).where(api_keys.c.id == key_id)
                 )
             ).first()
@@ -72,6 +81,15 @@ class KeyRepository:
             raise AuthenticationFailed("the API key is not valid")
         if row.revoked_at is not None:
             raise AuthenticationFailed("the API key has been revoked")
+        now = self.clock()
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
+            try:
+                async with self.db.write() as conn:
+                    await conn.execute(
+                        update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now)
+                    )
+            except StorageUnavailable:  # bookkeeping: never the reason a call fails
+                log.warning("api_key.last_used_not_saved", key_id=key_id)
         caller = Principal(key_id=key_id, owner_id=row.owner_id, is_admin=bool(row.is_admin))
         if len(self._recent) >= AUTH_CACHE_SIZE:
             self._recent.clear()
