@@ -148,9 +148,9 @@ def project_root() -> Iterator[Path]:
 @pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test fails if it connects anywhere but 127.0.0.1 or ::1."""
-    violations = guard_loopback(monkeypatch)
+    log = guard_loopback(monkeypatch)
     yield
-    assert violations == []
+    assert log.violations == []
 
 
 @pytest.fixture

@@ -203,21 +203,31 @@ async def receiver_pool() -> AsyncIterator[Callable[..., Awaitable[Receiver]]]:
 LOOPBACK = frozenset({ip_address("127.0.0.1"), ip_address("::1")})
 
 
-def guard_loopback(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+class ConnectLog:
+    """The connections a test made: to loopback (``seen``) and refused (``violations``)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+        self.violations: list[object] = []
+
+
+def guard_loopback(monkeypatch: pytest.MonkeyPatch) -> ConnectLog:
     """Make any connection from this process to a non-loopback address fail loudly.
 
-    Returns the list of refused addresses (check it is empty at teardown).
+    Returns the log of connections (check its violations are empty at teardown).
     """
-    violations: list[object] = []
+    log = ConnectLog()
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
 
     def allowed(address: Any) -> bool:
         if not isinstance(address, tuple):
             return True  # AF_UNIX
-        if ip_address(str(address[0]).split("%")[0]) in LOOPBACK:
+        host = str(address[0]).split("%")[0]
+        if ip_address(host) in LOOPBACK:
+            log.seen.append((host, int(address[1])))
             return True
-        violations.append(address)
+        log.violations.append(address)
         return False
 
     def connect(self: socket.socket, address: Any) -> None:
@@ -232,7 +242,7 @@ def guard_loopback(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    return violations
+    return log
 
 
 # --- API helpers -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
-from ipaddress import IPv4Address, IPv4Network, ip_address
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 import aiohttp
@@ -30,12 +30,12 @@ from bellhook.domain.destination import (
     DestinationUnresolvable,
 )
 from bellhook.errors import DestinationRefused
+from tests.support import ConnectLog, guard_loopback
 
 PROD = DestinationPolicy()
 DEV = DestinationPolicy(dev_mode=True)
 LOOPBACK_ALLOWED = DestinationPolicy(allowed_networks=(IPv4Network("127.0.0.0/8"),))
 HOST = "hooks.example.test"
-LOOPBACK = frozenset({ip_address("127.0.0.1"), ip_address("::1")})
 
 
 class FakeResolver:
@@ -73,41 +73,10 @@ class Receiver:
         return self.connections == 0 and not self.requests
 
 
-class ConnectLog:
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int]] = []
-        self.violations: list[object] = []
-
-
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[ConnectLog]:
-    """Refuse, loudly, any outgoing connection that is not to loopback."""
-    log = ConnectLog()
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def allowed(address: Any) -> bool:
-        if not isinstance(address, tuple):
-            return True  # AF_UNIX
-        host = str(address[0]).split("%")[0]
-        if ip_address(host) in LOOPBACK:
-            log.seen.append((host, int(address[1])))
-            return True
-        log.violations.append(address)
-        return False
-
-    def connect(self: socket.socket, address: Any) -> None:
-        if not allowed(address):
-            raise AssertionError(f"test tried to connect to {address!r}")
-        real_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> int:
-        if not allowed(address):
-            raise AssertionError(f"test tried to connect to {address!r}")
-        return real_connect_ex(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    """Refuse, loudly, any outgoing connection that is not to loopback; record the rest."""
+    log = guard_loopback(monkeypatch)
     yield log
     assert log.violations == []
 

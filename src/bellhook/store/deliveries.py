@@ -364,59 +364,33 @@ class DeliveryRepository:
         """Delete one small batch of finished deliveries (and their attempts) older than
         ``before``, events left without deliveries, and attempts left without their
         delivery; call again until it returns 0."""
+        gone = ~select(deliveries.c.id).where(deliveries.c.id == attempts.c.delivery_id).exists()
         async with self.db.write() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        select(deliveries.c.id)
-                        .where(
-                            deliveries.c.updated_at < before,
-                            deliveries.c.status != DeliveryStatus.PENDING.value,
-                        )
-                        .limit(batch)
-                    )
-                )
-                .scalars()
-                .all()
+            ids = await _ids(
+                conn,
+                select(deliveries.c.id).where(
+                    deliveries.c.updated_at < before,
+                    deliveries.c.status != DeliveryStatus.PENDING.value,
+                ),
+                batch,
             )
             if ids:
                 await conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(ids)))
                 await conn.execute(delete(deliveries).where(deliveries.c.id.in_(ids)))
-            orphans = (
-                (
-                    await conn.execute(
-                        select(events.c.id)
-                        .where(
-                            events.c.created_at < before,
-                            ~select(deliveries.c.id)
-                            .where(deliveries.c.event_id == events.c.id)
-                            .exists(),
-                        )
-                        .limit(batch)
-                    )
-                )
-                .scalars()
-                .all()
+            orphans = await _ids(
+                conn,
+                select(events.c.id).where(
+                    events.c.created_at < before,
+                    ~select(deliveries.c.id).where(deliveries.c.event_id == events.c.id).exists(),
+                ),
+                batch,
             )
             if orphans:
                 await conn.execute(delete(events).where(events.c.id.in_(orphans)))
             # Attempts whose delivery is gone: an outcome recorded after its webhook was
             # deleted mid-delivery. Old ones only, so the scan stays on the index.
-            strays = (
-                (
-                    await conn.execute(
-                        select(attempts.c.id)
-                        .where(
-                            attempts.c.started_at < before,
-                            ~select(deliveries.c.id)
-                            .where(deliveries.c.id == attempts.c.delivery_id)
-                            .exists(),
-                        )
-                        .limit(batch)
-                    )
-                )
-                .scalars()
-                .all()
+            strays = await _ids(
+                conn, select(attempts.c.id).where(attempts.c.started_at < before, gone), batch
             )
             if strays:
                 await conn.execute(delete(attempts).where(attempts.c.id.in_(strays)))
@@ -482,6 +456,11 @@ class DeliveryRepository:
                 select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
             )
             return {status: int(n) for status, n in rows.all()}
+
+
+async def _ids(conn: AsyncConnection, query: Select[Any], batch: int) -> list[str]:
+    """The first ``batch`` ids ``query`` selects."""
+    return list((await conn.execute(query.limit(batch))).scalars().all())
 
 
 async def _jobs(conn: AsyncConnection, ids: Sequence[str], box: SecretBox) -> list[Job]:
