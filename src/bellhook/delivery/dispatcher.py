@@ -37,7 +37,8 @@ from bellhook.store.deliveries import Completed, Job
 LOGGER_NAME = "bellhook.delivery"
 log = structlog.get_logger(LOGGER_NAME)
 
-CLAIM_AHEAD = 4  # claim up to this many rounds of slots (in flight + queued)
+CLAIM_AHEAD = 8  # claim up to this many rounds of slots (in flight + queued)
+REFILL_ROUNDS = 2  # rounds of slots freed before the next claim
 PROBE_SLOTS = 1  # requests at a time to a webhook that stopped answering
 SLOW_AHEAD = 2  # rounds claimed ahead for a webhook whose queue outlived a lease
 FLUSH_EVERY = 0.05  # seconds between outcome writes under load
@@ -79,9 +80,11 @@ class Dispatcher:
         self._slow: set[str] = set()  # webhooks whose queued jobs outlived a lease
         self._releases: set[asyncio.Task[None]] = set()
         self._freed = 0  # slots freed since the last claim
-        # A round of a webhook's slots: the rounds still queued cover the claim's round
-        # trip, and claims (write transactions) stay few.
-        self._refill_step = min(rt.settings.per_webhook_concurrency, rt.settings.max_concurrency)
+        # Rounds of a webhook's slots: the rounds still queued cover the claim's round
+        # trip, and claims (write transactions) stay few and large.
+        self._refill_step = REFILL_ROUNDS * min(
+            rt.settings.per_webhook_concurrency, rt.settings.max_concurrency
+        )
         self._active: set[str] = set()  # delivery ids sent or waiting to be recorded
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[Completed] = []

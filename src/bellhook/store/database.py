@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bellhook.errors import ConfigurationError, StorageUnavailable
+from bellhook.store.direct import Direct, PostgresDirect, SqliteDirect, driver_errors
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -89,6 +90,29 @@ class Database:
         except IntegrityError:
             raise  # a conflict, for the caller to handle; not an outage
         except (DBAPIError, OSError) as exc:
+            raise StorageUnavailable("the database is unavailable, try again shortly") from exc
+
+    @asynccontextmanager
+    async def direct(self) -> AsyncIterator[Direct]:
+        """A write transaction on the driver's own connection (see ``store.direct``):
+        committed on success, rolled back on error."""
+        errors = driver_errors(sqlite=self.is_sqlite)
+        try:
+            async with self._write_turn, self.engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None  # a live connection from the pool
+                if self.is_sqlite:
+                    await driver.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield SqliteDirect(driver)
+                    except BaseException:
+                        await driver.rollback()
+                        raise
+                    await driver.commit()
+                else:
+                    async with driver.transaction():
+                        yield PostgresDirect(driver)
+        except errors as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
 
     @asynccontextmanager

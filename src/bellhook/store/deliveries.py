@@ -8,23 +8,19 @@ concurrently with ``FOR UPDATE SKIP LOCKED``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy import (
-    CompoundSelect,
     Select,
-    and_,
     bindparam,
     delete,
     func,
-    insert,
     select,
     tuple_,
-    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -47,11 +43,16 @@ from bellhook.domain.paging import Cursor, Page
 from bellhook.domain.routing import Candidate, pick_claims
 from bellhook.errors import NotFound
 from bellhook.store.database import Database
+from bellhook.store.direct import Direct, Row
 from bellhook.store.rows import to_attempt, to_delivery
 from bellhook.store.secretbox import OpenedSecrets, SecretBox
 from bellhook.store.tables import attempts, deliveries, events, webhooks
 
 CLAIM_BRANCHES = 100  # webhooks looked at per claim statement
+PENDING = DeliveryStatus.PENDING.value
+SUCCEEDED = DeliveryStatus.SUCCEEDED.value
+ACTIVE = WebhookStatus.ACTIVE.value
+DISABLED = WebhookStatus.DISABLED.value
 log = structlog.get_logger("bellhook.store")
 
 _DUE_COLUMNS = (
@@ -76,6 +77,47 @@ TARGET_COLUMNS = (
     webhooks.c.previous_secret,
     webhooks.c.previous_secret_expires_at,
 )
+
+
+# The queue's hot statements, run on the driver's connection (store.direct).
+_TARGETS_SQL = (
+    "SELECT id, url, secret, previous_secret, previous_secret_expires_at"
+    " FROM webhooks WHERE status = ?"
+)
+# In the order of _DUE_COLUMNS.
+_DUE_BRANCH_SQL = (
+    "SELECT d.id, d.webhook_id, d.next_attempt_at, d.event_id, d.event_type,"
+    " d.attempt_count, d.schedule_step, d.is_test, e.data, e.timestamp"
+    " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+    " WHERE d.webhook_id = ? AND d.status = ? AND d.next_attempt_at <= ?"
+    " ORDER BY d.next_attempt_at LIMIT ?"
+)
+_LEASE_SQL = "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?"
+_ATTEMPT_SQL = (
+    "INSERT INTO attempts (id, delivery_id, webhook_id, number, manual, started_at,"
+    " status_code, latency_ms, error_kind, error_message, response_excerpt)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SCHEDULED_SQL = (
+    "UPDATE deliveries SET status = ?, next_attempt_at = ?, schedule_step = ?,"
+    " attempt_count = attempt_count + 1, last_status_code = ?, last_error_kind = ?,"
+    " updated_at = ? WHERE id = ? AND status = ?"
+)
+_MANUAL_DONE_SQL = (
+    "UPDATE deliveries SET status = ?, next_attempt_at = NULL,"
+    " attempt_count = attempt_count + 1, last_status_code = ?, last_error_kind = ?,"
+    " updated_at = ? WHERE id = ?"
+)
+_MANUAL_OTHER_SQL = (
+    "UPDATE deliveries SET attempt_count = attempt_count + 1, last_status_code = ?,"
+    " last_error_kind = ?, updated_at = ? WHERE id = ?"
+)
+_RECOVERED_SQL = (
+    "UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL"
+)
+_FAILING_SQL = "UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since IS NULL"
+_ACTIVE_SQL = "SELECT id FROM webhooks WHERE id = ? AND status = ?"
+_DISABLE_SQL = "UPDATE webhooks SET status = ?, disabled_reason = ?, updated_at = ? WHERE id = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +165,7 @@ class DeliveryRepository:
         self.db = db
         self.box = secretbox if secretbox is not None else SecretBox()
         self.opened = opened if opened is not None else OpenedSecrets(self.box)
+        self._due_sql_of: dict[tuple[str, int], str] = {}
 
     # --- the queue ---------------------------------------------------------------------
 
@@ -139,89 +182,79 @@ class DeliveryRepository:
 
         The open webhooks (with their URL and secrets, opened once per webhook rather
         than once per delivery), their due deliveries with the event data (a statement
-        per 100 webhooks), and the lease.
+        per 100 webhooks), and the lease: on the driver's connection, since this runs
+        for every few dozen deliveries sent (see ``store.direct``).
         """
-        async with self.db.write() as conn:
-            targets = await self._open_targets(conn, in_flight, per_webhook)
-            rows: list[Any] = []
+        async with self.db.direct() as tx:
+            targets = await self._open_targets(tx, in_flight, per_webhook)
+            rows: list[Row] = []
             hooks = list(targets)
             for start in range(0, len(hooks), CLAIM_BRANCHES):
                 branch_hooks = hooks[start : start + CLAIM_BRANCHES]
-                query = self._due_of(branch_hooks, targets, now)
-                rows.extend((await conn.execute(query)).all())
+                params: list[Any] = []
+                for webhook_id in branch_hooks:
+                    room = min(targets[webhook_id].room, limit)
+                    params += (webhook_id, PENDING, tx.when(now), room)
+                rows += await tx.fetch(self._due_sql(len(branch_hooks)), params)
             if len(hooks) > 1:
-                rows.sort(key=lambda r: r.next_attempt_at)
+                rows.sort(key=lambda r: r[2])  # next_attempt_at: oldest first
             chosen = pick_claims(
-                (Candidate(r.id, r.webhook_id) for r in rows),
+                (Candidate(r[0], r[1]) for r in rows),
                 in_flight=in_flight,
                 per_webhook=per_webhook,
                 limit=limit,
             )
             if not chosen:
                 return []
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(chosen))
-                .values(next_attempt_at=now + lease)
-            )
-        picked = set(chosen)
-        return [
-            _job(r, targets[r.webhook_id].url, targets[r.webhook_id].secrets, now + lease)
-            for r in rows
-            if r.id in picked
-        ]
+            leased_until = now + lease
+            stored_lease = tx.when(leased_until)
+            await tx.execute_many(_LEASE_SQL, [(stored_lease, d) for d in chosen])
+            picked = set(chosen)
+            return [
+                _job(r, targets[r[1]], tx.datetime_of, leased_until) for r in rows if r[0] in picked
+            ]
 
     async def _open_targets(
-        self, conn: AsyncConnection, in_flight: Mapping[str, int], per_webhook: int
+        self, tx: Direct, in_flight: Mapping[str, int], per_webhook: int
     ) -> dict[str, _Target]:
         """Active webhooks with room for more deliveries, and where and how to send them.
 
         A webhook whose secret cannot be decrypted is left out (and logged), so that it
         cannot stall the whole queue; its deliveries wait until the key is configured.
         """
-        rows = await conn.execute(
-            select(*TARGET_COLUMNS).where(webhooks.c.status == WebhookStatus.ACTIVE.value)
-        )
         targets: dict[str, _Target] = {}
-        for r in rows:
-            room = per_webhook - in_flight.get(r.id, 0)
+        for webhook_id, url, secret, previous, expires in await tx.fetch(_TARGETS_SQL, (ACTIVE,)):
+            room = per_webhook - in_flight.get(webhook_id, 0)
             if room <= 0:
                 continue
-            secrets = self.opened.of(
-                r.id, r.secret, r.previous_secret, r.previous_secret_expires_at
-            )
+            secrets = self.opened.of(webhook_id, secret, previous, tx.datetime_of(expires))
             if secrets is not None:
-                targets[r.id] = _Target(r.url, secrets, room)
+                targets[webhook_id] = _Target(url, secrets, room)
         return targets
 
-    def _due_of(
-        self, hooks: Sequence[str], targets: Mapping[str, _Target], now: datetime
-    ) -> CompoundSelect[Any] | Select[Any]:
-        """The oldest due deliveries of each webhook, no more than it has room for.
+    def _due_sql(self, branches: int) -> str:
+        """The oldest due deliveries of each of ``branches`` webhooks, no more than each
+        has room for (parameters: webhook id, status, now, room; per webhook).
 
         One index seek per webhook on ``(webhook_id, status, next_attempt_at)``: a dead
         receiver's backlog is never walked through to find a healthy webhook's work, so
         it cannot slow the others' claims down.
         """
-        branches = []
-        for webhook_id in hooks:
-            branch = (
-                select(*_DUE_COLUMNS)
-                .join(events, events.c.id == deliveries.c.event_id)
-                .where(
-                    deliveries.c.webhook_id == webhook_id,
-                    deliveries.c.status == DeliveryStatus.PENDING.value,
-                    deliveries.c.next_attempt_at <= now,
-                )
-                .order_by(deliveries.c.next_attempt_at)
-                .limit(targets[webhook_id].room)
-            )
+        key = (self.db.dialect, branches)
+        sql = self._due_sql_of.get(key)
+        if sql is None:
+            branch = _DUE_BRANCH_SQL
             if self.db.dialect == "postgresql":
-                branch = branch.with_for_update(skip_locked=True, of=deliveries)
-            branches.append(branch)
-        if len(branches) == 1:
-            return branches[0]
-        return union_all(*(select(b.subquery()) for b in branches))
+                branch += " FOR UPDATE OF d SKIP LOCKED"
+            if branches == 1:
+                sql = branch
+            else:
+                sql = " UNION ALL ".join(
+                    f"SELECT * FROM ({branch}) AS b{i}"  # noqa: S608 (fixed text; no values)
+                    for i in range(branches)
+                )
+            self._due_sql_of[key] = sql
+        return sql
 
     async def release(self, jobs: Sequence[Job], *, now: datetime) -> None:
         """Give claimed deliveries that were never sent back to the queue, due now.
@@ -261,78 +294,71 @@ class DeliveryRepository:
     async def record(
         self, completed: Sequence[Completed], *, now: datetime, auto_disable_after: timedelta
     ) -> list[str]:
-        """Write attempts and next states in one transaction; returns webhooks disabled."""
+        """Write attempts and next states in one transaction; returns webhooks disabled.
+
+        On the driver's connection, like the claim: it runs for every flush of outcomes.
+        """
         if not completed:
             return []
-        attempt_rows: list[dict[str, Any]] = []
-        scheduled: list[dict[str, Any]] = []
-        manual: list[dict[str, Any]] = []
-        healthy: set[str] = set()
-        failing: set[str] = set()
-        gone: dict[str, str] = {}
-        for c, attempt_id in zip(completed, new_ids("att", len(completed)), strict=True):
-            r, job = c.result, c.job
-            attempt_rows.append(
-                {
-                    "id": attempt_id,
-                    "delivery_id": job.delivery_id,
-                    "webhook_id": job.webhook_id,
-                    "number": job.attempt_count + 1,
-                    "manual": c.decision is None,
-                    "started_at": r.started_at,
-                    "status_code": r.status_code,
-                    "latency_ms": r.latency_ms,
-                    "error_kind": r.error_kind.value if r.error_kind else None,
-                    "error_message": r.error_message,
-                    "response_excerpt": r.response_excerpt,
-                }
-            )
-            common = {
-                "b_id": job.delivery_id,
-                "last_status_code": r.status_code,
-                "last_error_kind": r.error_kind.value if r.error_kind else None,
-                "updated_at": now,
-            }
-            if c.decision is None:
-                manual.append({**common, "b_done": r.succeeded})
-            else:
-                scheduled.append(
-                    {
-                        **common,
-                        "status": c.decision.status.value,
-                        "next_attempt_at": c.decision.next_attempt_at,
-                        "schedule_step": c.decision.schedule_step,
-                    }
-                )
-            if reason := disable_reason(r):
-                gone[job.webhook_id] = reason
-            if not job.is_test:
-                (healthy if r.succeeded else failing).add(job.webhook_id)
-        async with self.db.write() as conn:
-            await conn.execute(insert(attempts), attempt_rows)
-            if scheduled:
-                await conn.execute(
-                    update(deliveries)
-                    # A manual retry may have finished the delivery meanwhile: never undo it.
-                    .where(
-                        deliveries.c.id == bindparam("b_id"),
-                        deliveries.c.status == DeliveryStatus.PENDING.value,
+        async with self.db.direct() as tx:
+            when = tx.when
+            stored_now = when(now)
+            attempt_rows: list[tuple[Any, ...]] = []
+            scheduled: list[tuple[Any, ...]] = []
+            manual_done: list[tuple[Any, ...]] = []
+            manual_other: list[tuple[Any, ...]] = []
+            healthy: set[str] = set()
+            failing: set[str] = set()
+            gone: dict[str, str] = {}
+            for c, attempt_id in zip(completed, new_ids("att", len(completed)), strict=True):
+                r, job, decision = c.result, c.job, c.decision
+                error_kind = r.error_kind.value if r.error_kind else None
+                attempt_rows.append(
+                    (
+                        attempt_id,
+                        job.delivery_id,
+                        job.webhook_id,
+                        job.attempt_count + 1,
+                        decision is None,
+                        when(r.started_at),
+                        r.status_code,
+                        r.latency_ms,
+                        error_kind,
+                        r.error_message,
+                        r.response_excerpt,
                     )
-                    .values(
-                        status=bindparam("status"),
-                        next_attempt_at=bindparam("next_attempt_at"),
-                        schedule_step=bindparam("schedule_step"),
-                        attempt_count=deliveries.c.attempt_count + 1,
-                        last_status_code=bindparam("last_status_code"),
-                        last_error_kind=bindparam("last_error_kind"),
-                        updated_at=bindparam("updated_at"),
-                    ),
-                    scheduled,
                 )
-            if manual:
-                await _record_manual(conn, manual)
+                if decision is not None:
+                    scheduled.append(
+                        (
+                            decision.status.value,
+                            when(decision.next_attempt_at),
+                            decision.schedule_step,
+                            r.status_code,
+                            error_kind,
+                            stored_now,
+                            job.delivery_id,
+                            PENDING,
+                        )
+                    )
+                elif r.succeeded:
+                    manual_done.append(
+                        (SUCCEEDED, r.status_code, error_kind, stored_now, job.delivery_id)
+                    )
+                else:
+                    manual_other.append((r.status_code, error_kind, stored_now, job.delivery_id))
+                if reason := disable_reason(r):
+                    gone[job.webhook_id] = reason
+                if not job.is_test:
+                    (healthy if r.succeeded else failing).add(job.webhook_id)
+            await tx.execute_many(_ATTEMPT_SQL, attempt_rows)
+            # A manual retry may have finished the delivery meanwhile: never undo it.
+            await tx.execute_many(_SCHEDULED_SQL, scheduled)
+            # A manual attempt never consumes the schedule: it can only finish the delivery.
+            await tx.execute_many(_MANUAL_DONE_SQL, manual_done)
+            await tx.execute_many(_MANUAL_OTHER_SQL, manual_other)
             return await _update_health(
-                conn,
+                tx,
                 healthy - failing,
                 failing,
                 gone,
@@ -480,59 +506,53 @@ async def _jobs(conn: AsyncConnection, ids: Sequence[str], box: SecretBox) -> li
     return [
         _job(
             r,
-            r.url,
-            WebhookSecrets(
-                box.open(r.secret),
-                box.open_optional(r.previous_secret),
-                r.previous_secret_expires_at,
+            _Target(
+                r.url,
+                WebhookSecrets(
+                    box.open(r.secret),
+                    box.open_optional(r.previous_secret),
+                    r.previous_secret_expires_at,
+                ),
+                room=1,
             ),
+            _as_is,
         )
         for r in rows
     ]
 
 
-def _job(row: Any, url: str, secrets: WebhookSecrets, leased_until: datetime | None = None) -> Job:
-    """A job from a row of ``_DUE_COLUMNS`` and its webhook's address and secrets."""
+def _as_is(value: Any) -> datetime | None:
+    assert value is None or isinstance(value, datetime)  # SQLAlchemy converted it
+    return value
+
+
+def _job(
+    row: Row,
+    target: _Target,
+    datetime_of: Callable[[Any], datetime | None],
+    leased_until: datetime | None = None,
+) -> Job:
+    """A job from a row of the due columns (``_DUE_BRANCH_SQL``'s order) and its target."""
+    timestamp = datetime_of(row[9])
+    assert timestamp is not None
     return Job(
-        delivery_id=row.id,
-        webhook_id=row.webhook_id,
-        url=url,
-        secrets=secrets,
-        event_id=row.event_id,
-        event_type=row.event_type,
-        data_json=row.data,
-        timestamp=row.timestamp,
-        attempt_count=row.attempt_count,
-        schedule_step=row.schedule_step,
-        is_test=bool(row.is_test),
+        delivery_id=row[0],
+        webhook_id=row[1],
+        url=target.url,
+        secrets=target.secrets,
+        event_id=row[3],
+        event_type=row[4],
+        data_json=row[8],
+        timestamp=timestamp,
+        attempt_count=row[5],
+        schedule_step=row[6],
+        is_test=bool(row[7]),
         leased_until=leased_until,
     )
 
 
-async def _record_manual(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    # A manual attempt never consumes the schedule: it can only finish the delivery.
-    base = update(deliveries).where(deliveries.c.id == bindparam("b_id"))
-    done = [r for r in rows if r["b_done"]]
-    other = [r for r in rows if not r["b_done"]]
-    fields = {
-        "attempt_count": deliveries.c.attempt_count + 1,
-        "last_status_code": bindparam("last_status_code"),
-        "last_error_kind": bindparam("last_error_kind"),
-        "updated_at": bindparam("updated_at"),
-    }
-    if done:
-        await conn.execute(
-            base.values(**fields, status=DeliveryStatus.SUCCEEDED.value, next_attempt_at=None),
-            [{k: v for k, v in r.items() if k != "b_done"} for r in done],
-        )
-    if other:
-        await conn.execute(
-            base.values(**fields), [{k: v for k, v in r.items() if k != "b_done"} for r in other]
-        )
-
-
 async def _update_health(
-    conn: AsyncConnection,
+    tx: Direct,
     healthy: set[str],
     failing: set[str],
     gone: dict[str, str],
@@ -540,53 +560,26 @@ async def _update_health(
     now: datetime,
     auto_disable_after: timedelta,
 ) -> list[str]:
-    if healthy:
-        await conn.execute(
-            update(webhooks)
-            .where(webhooks.c.id.in_(healthy), webhooks.c.failing_since.is_not(None))
-            .values(failing_since=None)
-        )
-    if failing:
-        await conn.execute(
-            update(webhooks)
-            .where(webhooks.c.id.in_(failing), webhooks.c.failing_since.is_(None))
-            .values(failing_since=now)
-        )
+    stored_now = tx.when(now)
+    await tx.execute_many(_RECOVERED_SQL, [(w,) for w in healthy])
+    await tx.execute_many(_FAILING_SQL, [(stored_now, w) for w in failing])
     disabled: list[str] = []
     for webhook_id, reason in gone.items():
-        result = await conn.execute(
-            update(webhooks)
-            .where(webhooks.c.id == webhook_id, webhooks.c.status == WebhookStatus.ACTIVE.value)
-            .values(status=WebhookStatus.DISABLED.value, disabled_reason=reason, updated_at=now)
-        )
-        if result.rowcount:
+        if await tx.fetch(_ACTIVE_SQL, (webhook_id, ACTIVE)):
+            await tx.execute_many(_DISABLE_SQL, [(DISABLED, reason, stored_now, webhook_id)])
             disabled.append(webhook_id)
     if failing:
-        stale = (
-            (
-                await conn.execute(
-                    select(webhooks.c.id).where(
-                        webhooks.c.id.in_(failing),
-                        webhooks.c.status == WebhookStatus.ACTIVE.value,
-                        and_(
-                            webhooks.c.failing_since.is_not(None),
-                            webhooks.c.failing_since <= now - auto_disable_after,
-                        ),
-                    )
-                )
-            )
-            .scalars()
-            .all()
+        ids = sorted(failing - set(disabled))
+        stale = await tx.fetch(
+            f"SELECT id FROM webhooks WHERE id IN ({_marks(len(ids))}) AND status = ?"  # noqa: S608
+            " AND failing_since IS NOT NULL AND failing_since <= ?",
+            (*ids, ACTIVE, tx.when(now - auto_disable_after)),
         )
-        if stale:
-            await conn.execute(
-                update(webhooks)
-                .where(webhooks.c.id.in_(stale))
-                .values(
-                    status=WebhookStatus.DISABLED.value,
-                    updated_at=now,
-                    disabled_reason=auto_disable_reason(auto_disable_after),
-                )
-            )
-            disabled.extend(stale)
+        reason = auto_disable_reason(auto_disable_after)
+        await tx.execute_many(_DISABLE_SQL, [(DISABLED, reason, stored_now, w) for (w,) in stale])
+        disabled.extend(w for (w,) in stale)
     return disabled
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)

@@ -1,0 +1,111 @@
+"""Driver-level statements for the queue's hot path: one round trip per statement.
+
+The dispatcher claims and records thousands of deliveries a second. Through
+SQLAlchemy's asyncio adapters each statement costs several trips to the driver
+(on SQLite, aiosqlite's thread: a cursor, the statement, the rows, the close), and
+parameter and result processing in Python; together that was more than the HTTP
+request itself. Here the same transaction runs on the driver's own connection,
+taken from SQLAlchemy's pool: aiosqlite's ``execute_fetchall`` / ``executemany``
+(one trip each) and asyncpg's ``fetch`` / ``executemany``. Everything else in the
+store stays on SQLAlchemy Core; the schema is still Alembic's.
+
+Statements are written once, with ``?`` placeholders (numbered ``$n`` for asyncpg),
+and values go in and come out as the driver has them: ``when()`` and ``datetime_of()``
+convert datetimes the way SQLAlchemy's ``UTCDateTime`` stores them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+Row = Sequence[Any]
+
+
+class Direct:
+    """The statements of one transaction, on the driver's connection."""
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        raise NotImplementedError
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    def when(self, value: datetime | None) -> Any:
+        """A timestamp as the database stores it."""
+        raise NotImplementedError
+
+    def datetime_of(self, value: Any) -> datetime | None:
+        """A stored timestamp as an aware UTC datetime."""
+        raise NotImplementedError
+
+
+class SqliteDirect(Direct):
+    def __init__(self, connection: Any) -> None:
+        self._conn = connection  # an aiosqlite.Connection
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await self._conn.executemany(sql, rows)
+
+    def when(self, value: datetime | None) -> str | None:
+        # SQLAlchemy's storage format for DateTime on SQLite ("2026-01-02 03:04:05.000006"):
+        # fixed width, so that the text compares in time order, and equal to what rows
+        # written through SQLAlchemy hold. isoformat is many times faster than strftime.
+        if value is None:
+            return None
+        return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+    def datetime_of(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+class PostgresDirect(Direct):
+    _numbered: dict[str, str] = {}  # a cache of pure rewrites, shared
+
+    def __init__(self, connection: Any) -> None:
+        self._conn = connection  # an asyncpg.Connection
+
+    @classmethod
+    def numbered(cls, sql: str) -> str:
+        """``?`` placeholders as asyncpg's ``$1, $2, ...`` (our statements hold no other ``?``)."""
+        done = cls._numbered.get(sql)
+        if done is None:
+            parts = sql.split("?")
+            done = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+            cls._numbered[sql] = done
+        return done
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(await self._conn.fetch(self.numbered(sql), *params))
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await self._conn.executemany(self.numbered(sql), rows)
+
+    def when(self, value: datetime | None) -> datetime | None:
+        return value
+
+    def datetime_of(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.astimezone(UTC)
+
+
+def driver_errors(*, sqlite: bool) -> tuple[type[BaseException], ...]:
+    """What the driver raises when the database is away or refuses a statement."""
+    if sqlite:
+        return (sqlite3.Error, DBAPIError, OSError)
+    import asyncpg  # type: ignore[import-untyped]  # only with PostgreSQL
+
+    return (asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError, OSError)
