@@ -666,6 +666,16 @@ def scenario_postgres(cfg: Config) -> dict[str, Any]:
             with workdir(f"pg-{tag}") as tmp:
                 out[tag] = bellhook_drain(cfg, f"pg{tag}", pg.fresh(), tmp, webhooks, events)
             log(f"  bellhook on PostgreSQL {out[tag]['drain']['rate']:,.0f}/s")
+            if not cfg.quick:
+                # Many workers on one PostgreSQL is how it is meant to run.
+                with workdir(f"pg-{tag}-2p") as tmp:
+                    two = bellhook_drain(
+                        cfg, f"pg{tag}2p", pg.fresh(), tmp, webhooks, events, processes=2
+                    )
+                out[tag]["two_processes"] = {
+                    k: two[k] for k in ("drain", "duplicates", "receiver", "db_after")
+                }
+                log(f"  bellhook worker --processes 2: {two['drain']['rate']:,.0f}/s")
     finally:
         pg.drop_all()
     return out
@@ -1112,13 +1122,18 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         if not pg:
             continue
         rate = get(pg, "drain", "rate")
-        r_asyncio = ratio(rate, get(results, "throughput", tag, "ceiling_asyncio", "rate"))
-        r = ratio(rate, get(results, "throughput", tag, "ceiling_uvloop", "rate")) or r_asyncio
+        rate2 = get(pg, "two_processes", "drain", "rate")
+        best = max(rate, rate2 or 0) if rate is not None else None
+        r_asyncio = ratio(best, get(results, "throughput", tag, "ceiling_asyncio", "rate"))
+        r = ratio(best, get(results, "throughput", tag, "ceiling_uvloop", "rate")) or r_asyncio
         rows.append(
             (
-                f"PostgreSQL: delivery, {label}; ÷ ceiling (asyncio / uvloop)",
-                f"{fmt(rate)}/s, {fmt(get(pg, 'drain', 'cpu_per_1000'), '.2f')} CPU-s/1000; "
-                f"{fmt(r_asyncio and r_asyncio * 100, '.0f')}% / {fmt(r and r * 100, '.0f')}%",
+                f"PostgreSQL: delivery, {label}"
+                + ("; `worker --processes 2`" if rate2 else "")
+                + "; best ÷ ceiling (asyncio / uvloop)",
+                f"{fmt(rate)}/s, {fmt(get(pg, 'drain', 'cpu_per_1000'), '.2f')} CPU-s/1000"
+                + (f"; {fmt(rate2)}/s" if rate2 else "")
+                + f"; {fmt(r_asyncio and r_asyncio * 100, '.0f')}% / {fmt(r and r * 100, '.0f')}%",
                 "≥ 50%",
                 verdict(None if r is None else r >= 0.5),
             )

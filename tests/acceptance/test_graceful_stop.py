@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import structlog
 from aiohttp import web
 
 from bellhook.config import Settings
-from bellhook.runtime import open_runtime
-from tests.support import Server, bellhook_env, create_admin_key
+from bellhook.delivery.dispatcher import running_dispatcher
+from bellhook.domain.models import Principal
+from bellhook.errors import StorageUnavailable
+from bellhook.runtime import open_runtime, utc_now
+from bellhook.store.events import NewEvent
+from tests.support import Receiver, Server, bellhook_env, create_admin_key
+
+ADMIN = Principal(key_id="key_x", owner_id="ops", is_admin=True)
 
 
 class SlowReceiver:
@@ -87,3 +95,41 @@ async def test_sigterm_finishes_in_flight_deliveries(
     async with open_runtime(Settings(database_url=database_url)) as rt:
         counts = await rt.deliveries.counts()
     assert counts == {"succeeded": 1}
+
+
+async def test_stop_gives_up_on_outcomes_the_database_keeps_refusing(
+    make_settings: Callable[..., Settings],
+    receivers: Callable[..., Awaitable[Receiver]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stopping waits a grace period for outcomes to be written, not forever; the
+    delivery stays pending in the queue (its lease brings it back), never lost."""
+    rx = await receivers()
+    settings = make_settings(dev_mode=True, shutdown_grace=0.3, poll_interval=0.05)
+    now = utc_now()
+    async with open_runtime(settings) as rt:
+        hook = await rt.webhooks.create(
+            ADMIN, url=rx.url(), events=("*",), description=None, secret="s" * 24, now=now
+        )
+
+        async def refuse(*_args: Any, **_kwargs: Any) -> list[str]:
+            raise StorageUnavailable("the database is unavailable, try again shortly")
+
+        monkeypatch.setattr(rt.deliveries, "record", refuse)
+        with structlog.testing.capture_logs() as logs:
+            async with running_dispatcher(rt):
+                await rt.events.ingest(
+                    [NewEvent("evt_unsaved", "post.created", "{}", now, None)], now=now
+                )
+                (hit,) = await rx.wait_for_count(1)
+            # Leaving the block returned: the dispatcher stopped.
+        assert hit.event_id == "evt_unsaved"
+        events = [entry["event"] for entry in logs]
+        assert "dispatcher.record_failed" in events
+        assert "dispatcher.outcomes_unsaved" in events
+        monkeypatch.undo()
+        assert await rt.deliveries.counts() == {"pending": 1}
+        page = await rt.deliveries.page(
+            hook.id, status=None, event_type=None, limit=10, cursor=None
+        )
+        assert [d.event_id for d in page.items] == ["evt_unsaved"]

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from bellhook.config import Settings
 from bellhook.domain.models import Principal
@@ -68,6 +69,24 @@ async def test_direct_statements_share_values_and_transactions_with_sqlalchemy(
                     "UPDATE webhooks SET failing_since = NULL WHERE id = ?", [(hook.id,)]
                 )
                 raise RuntimeError("after the write")
+        async with db.read() as conn:
+            kept = (
+                await conn.execute(select(webhooks.c.failing_since).where(webhooks.c.id == hook.id))
+            ).scalar_one()
+        assert kept == later
+
+        # A broken constraint is a conflict for the caller (ingest retries on it), as
+        # from SQLAlchemy; nothing of the transaction stays.
+        with pytest.raises(IntegrityError):
+            async with db.direct() as tx:
+                await tx.execute_many(
+                    "UPDATE webhooks SET failing_since = NULL WHERE id = ?", [(hook.id,)]
+                )
+                await tx.execute_many(
+                    "INSERT INTO api_keys (id, owner_id, is_admin, key_hash, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [("key_dup", "ops", False, "h", tx.when(when))] * 2,
+                )
         async with db.read() as conn:
             kept = (
                 await conn.execute(select(webhooks.c.failing_since).where(webhooks.c.id == hook.id))

@@ -23,7 +23,7 @@ import logging
 import random
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -58,6 +58,8 @@ class Dispatcher:
         # mid-delivery thus has its deliveries retried soon after.
         self.lease = timedelta(seconds=2 * rt.settings.delivery_timeout + 5)
         self._in_flight: Counter[str] = Counter()  # requests under way, per webhook
+        self._in_flight_total = 0
+        self._per_webhook = rt.settings.per_webhook_concurrency
         # Claimed ahead, waiting for a slot of their webhook: the next claim's round trip
         # overlaps with sending, instead of slots standing empty while it runs. A job is
         # only started with a timeout and 5 s of its lease left (the send, then time to
@@ -252,30 +254,45 @@ class Dispatcher:
 
     def _pump(self) -> None:
         """Start queued jobs while their webhook and the dispatcher have free slots."""
-        per_webhook = self.settings.per_webhook_concurrency
-        room = self.settings.max_concurrency - sum(self._in_flight.values())
+        room = self.settings.max_concurrency - self._in_flight_total
+        if room <= 0 or not self._queued:
+            return
         send_by = self.rt.clock() + self._send_margin
         expiring: list[Job] = []
         for webhook_id in list(self._queued):
+            while room > 0 and (job := self._take(webhook_id, send_by, expiring)) is not None:
+                self._start(job)
+                room -= 1
             if room <= 0:
                 break
-            queue = self._queued[webhook_id]
-            limit = PROBE_SLOTS if webhook_id in self._probing else per_webhook
-            started = False
-            while queue and room > 0 and self._in_flight[webhook_id] < limit:
-                job = queue.popleft()
-                if job.leased_until is not None and job.leased_until < send_by:
-                    expiring.append(job)
-                    continue
-                self._start(job)
-                started = True
-                room -= 1
-            if not queue:
-                del self._queued[webhook_id]
-            elif started:
-                # To the back: when the global limit is what runs out, the webhooks
-                # after this one go first next time.
-                self._queued[webhook_id] = self._queued.pop(webhook_id)
+        self._give_back_expiring(expiring)
+
+    def _take(self, webhook_id: str, send_by: datetime, expiring: list[Job]) -> Job | None:
+        """The next queued job of ``webhook_id`` if its webhook has a free slot, counted
+        in flight. Jobs whose lease would run out before the send ends go to ``expiring``."""
+        queue = self._queued.get(webhook_id)
+        if queue is None:
+            return None
+        limit = PROBE_SLOTS if webhook_id in self._probing else self._per_webhook
+        job = None
+        while queue and self._in_flight[webhook_id] < limit:
+            candidate = queue.popleft()
+            if candidate.leased_until is not None and candidate.leased_until < send_by:
+                expiring.append(candidate)
+                continue
+            job = candidate
+            self._in_flight[webhook_id] += 1
+            self._in_flight_total += 1
+            break
+        if not queue:
+            del self._queued[webhook_id]
+        elif job is not None:
+            # To the back: when the global limit is what runs out, the webhooks after
+            # this one go first next time.
+            self._queued[webhook_id] = self._queued.pop(webhook_id)
+        return job
+
+    def _give_back_expiring(self, expiring: list[Job]) -> None:
         if expiring:
             self._slow.update(job.webhook_id for job in expiring)
             self._give_back(expiring, reason="lease_expiring")
@@ -285,13 +302,42 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     def _start(self, job: Job) -> None:
-        self._in_flight[job.webhook_id] += 1
-        task = asyncio.create_task(self._deliver(job))
+        task = asyncio.create_task(self._lane(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, job: Job) -> None:
-        recorded = False
+    async def _lane(self, first: Job) -> None:
+        """Send ``first``, then each next job that may start in the slot it frees, until
+        none may: one task for a run of deliveries, not one per delivery (creating and
+        scheduling a task per delivery was a tenth of the worker's time)."""
+        job: Job | None = first
+        while job is not None:
+            recorded = False
+            try:
+                recorded = await self._deliver(job)
+            finally:
+                was_full = self._finished(job, recorded=recorded)
+            job = None if self._stopping.is_set() else self._next_after(job.webhook_id, was_full)
+
+    def _next_after(self, webhook_id: str, was_full: bool) -> Job | None:
+        """The job to send in the slot a delivery of ``webhook_id`` just freed.
+
+        With the global limit not reached, only that webhook's queue can have gained a
+        startable job (every other one was started when it could be); with the global
+        limit reached, any webhook's could, and they take turns.
+        """
+        send_by = self.rt.clock() + self._send_margin
+        expiring: list[Job] = []
+        job = self._take(webhook_id, send_by, expiring)
+        if job is None and was_full:
+            for other in list(self._queued):
+                if (job := self._take(other, send_by, expiring)) is not None:
+                    break
+        self._give_back_expiring(expiring)
+        return job
+
+    async def _deliver(self, job: Job) -> bool:
+        """Send one job and keep its outcome for the flusher; False if that failed."""
         probed = job.webhook_id in self._probing  # sent as a probe
         try:
             now = self.rt.clock()
@@ -313,7 +359,6 @@ class Dispatcher:
                 log.info("webhook.answering_again", webhook_id=job.webhook_id)
                 self._wake.set()  # its backlog is claimed at full width again
             self._outcomes.append(Completed(job, result, decision))
-            recorded = True
             if len(self._outcomes) >= FLUSH_AT:
                 self._flush_now.set()
         except Exception:
@@ -321,22 +366,29 @@ class Dispatcher:
             log.exception(
                 "delivery.crashed", delivery_id=job.delivery_id, webhook_id=job.webhook_id
             )
-        finally:
-            self._in_flight[job.webhook_id] -= 1
-            if self._in_flight[job.webhook_id] <= 0:
-                del self._in_flight[job.webhook_id]
-            self._release_slot(job.webhook_id)
-            if not self._stopping.is_set():
-                self._pump()
-            if not recorded:
-                self._active.discard(job.delivery_id)
-            # Refill in steps, not after every single completion: a claim is a write
-            # transaction, and one per delivery would halve throughput.
-            self._freed += 1
-            if (self._more_due or job.webhook_id in self._backlogged) and (
-                self._freed >= self._refill_step or not self._held
-            ):
-                self._wake.set()
+            return False
+        return True
+
+    def _finished(self, job: Job, *, recorded: bool) -> bool:
+        """Free the slots of a job sent (or crashed); True if the global limit had been
+        reached."""
+        was_full = self._in_flight_total >= self.settings.max_concurrency
+        webhook_id = job.webhook_id
+        self._in_flight[webhook_id] -= 1
+        self._in_flight_total -= 1
+        if self._in_flight[webhook_id] <= 0:
+            del self._in_flight[webhook_id]
+        self._release_slot(webhook_id)
+        if not recorded:
+            self._active.discard(job.delivery_id)
+        # Refill in steps, not after every single completion: a claim is a write
+        # transaction, and one per delivery would halve throughput.
+        self._freed += 1
+        if (self._more_due or webhook_id in self._backlogged) and (
+            self._freed >= self._refill_step or not self._held
+        ):
+            self._wake.set()
+        return was_full
 
     def _start_probing(self, webhook_id: str, result: AttemptResult) -> None:
         """One request at a time to a webhook that gave no answer; its claimed-ahead
@@ -400,12 +452,24 @@ class Dispatcher:
             log.warning("delivery.failed", **fields, error_kind=str(result.error_kind))
 
     async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        give_up_at: float | None = None
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), FLUSH_EVERY)
             self._flush_now.clear()
             await self.flush()
-            if self._stopping.is_set() and not self._tasks and not self._outcomes:
+            if not self._stopping.is_set() or self._tasks:
+                continue
+            if not self._outcomes:
+                return
+            # Stopping, and the database keeps refusing the outcomes: keep trying for a
+            # grace period, not forever. Those deliveries were sent; their leases bring
+            # them back, so they are sent again rather than lost (at-least-once).
+            if give_up_at is None:
+                give_up_at = loop.time() + self.settings.shutdown_grace
+            if loop.time() >= give_up_at:
+                log.error("dispatcher.outcomes_unsaved", outcomes=len(self._outcomes))
                 return
 
     async def flush(self) -> None:

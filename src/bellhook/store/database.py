@@ -14,7 +14,13 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bellhook.errors import ConfigurationError, StorageUnavailable
-from bellhook.store.direct import Direct, PostgresDirect, SqliteDirect, driver_errors
+from bellhook.store.direct import (
+    Direct,
+    PostgresDirect,
+    SqliteDirect,
+    driver_conflicts,
+    driver_errors,
+)
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -96,6 +102,7 @@ class Database:
     async def direct(self) -> AsyncIterator[Direct]:
         """A write transaction on the driver's own connection (see ``store.direct``):
         committed on success, rolled back on error."""
+        conflicts = driver_conflicts(sqlite=self.is_sqlite)
         errors = driver_errors(sqlite=self.is_sqlite)
         try:
             async with self._write_turn, self.engine.connect() as conn:
@@ -112,6 +119,9 @@ class Database:
                 else:
                     async with driver.transaction():
                         yield PostgresDirect(driver)
+        except conflicts as exc:
+            # A conflict, for the caller to handle, as from write().
+            raise IntegrityError("a driver-level statement", None, exc) from exc
         except errors as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
 

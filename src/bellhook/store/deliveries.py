@@ -43,7 +43,7 @@ from bellhook.domain.paging import Cursor, Page
 from bellhook.domain.routing import Candidate, pick_claims
 from bellhook.errors import NotFound
 from bellhook.store.database import Database
-from bellhook.store.direct import Direct, Row
+from bellhook.store.direct import Direct, Row, marks
 from bellhook.store.rows import to_attempt, to_delivery
 from bellhook.store.secretbox import OpenedSecrets, SecretBox
 from bellhook.store.tables import attempts, deliveries, events, webhooks
@@ -66,16 +66,6 @@ _DUE_COLUMNS = (
     deliveries.c.is_test,
     events.c.data,
     events.c.timestamp,
-)
-
-
-# What a delivery needs of its webhook: where, and how to sign.
-TARGET_COLUMNS = (
-    webhooks.c.id,
-    webhooks.c.url,
-    webhooks.c.secret,
-    webhooks.c.previous_secret,
-    webhooks.c.previous_secret_expires_at,
 )
 
 
@@ -568,10 +558,10 @@ async def _update_health(
         if await tx.fetch(_ACTIVE_SQL, (webhook_id, ACTIVE)):
             await tx.execute_many(_DISABLE_SQL, [(DISABLED, reason, stored_now, webhook_id)])
             disabled.append(webhook_id)
-    if failing:
-        ids = sorted(failing - set(disabled))
+    ids = sorted(failing - set(disabled))
+    if ids:
         stale = await tx.fetch(
-            f"SELECT id FROM webhooks WHERE id IN ({_marks(len(ids))}) AND status = ?"  # noqa: S608
+            f"SELECT id FROM webhooks WHERE id IN ({marks(len(ids))}) AND status = ?"  # noqa: S608
             " AND failing_since IS NOT NULL AND failing_since <= ?",
             (*ids, ACTIVE, tx.when(now - auto_disable_after)),
         )
@@ -579,7 +569,3 @@ async def _update_health(
         await tx.execute_many(_DISABLE_SQL, [(DISABLED, reason, stored_now, w) for (w,) in stale])
         disabled.extend(w for (w,) in stale)
     return disabled
-
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)

@@ -102,10 +102,24 @@ class PostgresDirect(Direct):
         return value.astimezone(UTC)
 
 
+def marks(n: int) -> str:
+    """``n`` placeholders, comma-separated: ``IN (?, ?, ?)``."""
+    return ", ".join("?" * n)
+
+
+def driver_conflicts(*, sqlite: bool) -> tuple[type[BaseException], ...]:
+    """What the driver raises when a statement breaks a constraint (a duplicate key)."""
+    if sqlite:
+        return (sqlite3.IntegrityError,)
+    import asyncpg  # type: ignore[import-untyped]  # only with PostgreSQL
+
+    return (asyncpg.IntegrityConstraintViolationError,)
+
+
 def driver_errors(*, sqlite: bool) -> tuple[type[BaseException], ...]:
     """What the driver raises when the database is away or refuses a statement."""
     if sqlite:
         return (sqlite3.Error, DBAPIError, OSError)
-    import asyncpg  # type: ignore[import-untyped]  # only with PostgreSQL
+    import asyncpg  # only with PostgreSQL
 
     return (asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError, OSError)

@@ -7,19 +7,21 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bellhook.domain.ids import new_id
+from bellhook.domain.ids import new_id, new_ids
 from bellhook.domain.models import DeliveryStatus, WebhookStatus
 from bellhook.domain.routing import Route, recipients
 from bellhook.store.database import Database
-from bellhook.store.deliveries import TARGET_COLUMNS, Job
+from bellhook.store.deliveries import Job
+from bellhook.store.direct import Direct, marks
 from bellhook.store.secretbox import OpenedSecrets, SecretBox
-from bellhook.store.tables import deliveries, events, webhooks
+from bellhook.store.tables import deliveries, events
+
+PENDING = DeliveryStatus.PENDING.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,7 @@ class Handoff(Protocol):
 class _Reserved:
     delivery_id: str
     event: NewEvent
-    target: Any  # the webhook's row of TARGET_COLUMNS
+    target: _Webhook
     leased_until: datetime
 
     @property
@@ -134,8 +136,8 @@ class EventRepository:
             # if another one registers meanwhile.
             handoff = self.handoff
             try:
-                async with self.db.write() as conn:
-                    results = await self._ingest(conn, batch, now, handoff, reserved)
+                async with self.db.direct() as tx:
+                    results = await self._ingest(tx, batch, now, handoff, reserved)
             except IntegrityError:
                 _unreserve(handoff, reserved)
                 # Another transaction stored one of these ids meanwhile (PostgreSQL);
@@ -185,45 +187,69 @@ class EventRepository:
 
     async def _ingest(
         self,
-        conn: AsyncConnection,
+        tx: Direct,
         batch: list[NewEvent],
         now: datetime,
         handoff: Handoff | None,
         reserved: list[_Reserved],
     ) -> list[Accepted]:
+        """On the driver's connection (``store.direct``): every published event runs it."""
         ids = list(dict.fromkeys(e.id for e in batch))
-        # One id (most requests): "=" is a cached statement; IN is rendered per call.
-        seen = events.c.id == ids[0] if len(ids) == 1 else events.c.id.in_(ids)
-        stored = set((await conn.execute(select(events.c.id).where(seen))).scalars())
+        stored = {r[0] for r in await tx.fetch(_seen_sql(len(ids)), ids)}
         fresh: dict[str, NewEvent] = {}
         for event in batch:
             if event.id not in stored:
                 fresh.setdefault(event.id, event)
         counts: dict[str, int] = {}
         if fresh:
-            routes, targets = await active_webhooks(conn, self._routes)
-            await conn.execute(insert(events), [_event_row(e, now) for e in fresh.values()])
-            rows: list[dict[str, Any]] = []
+            routes, targets = await active_webhooks(tx, self._routes)
+            stored_now = tx.when(now)
+            await tx.execute_many(
+                _INSERT_EVENT_SQL,
+                [
+                    (
+                        e.id,
+                        e.type,
+                        e.data_json,
+                        tx.when(e.timestamp),
+                        None if e.audience is None else json.dumps(list(e.audience)),
+                        stored_now,
+                    )
+                    for e in fresh.values()
+                ],
+            )
+            rows: list[tuple[Any, ...]] = []
+            lease_until = now + handoff.lease if handoff is not None else now
+            stored_lease = tx.when(lease_until)
             for event in fresh.values():
                 chosen = recipients(routes, event.type, event.audience)
                 counts[event.id] = len(chosen)
-                for webhook_id in chosen:
-                    row = _new_delivery(event.id, event.type, webhook_id, now)
+                delivery_ids = new_ids("dlv", len(chosen))
+                for webhook_id, delivery_id in zip(chosen, delivery_ids, strict=True):
+                    due = stored_now
                     if handoff is not None and handoff.reserve(webhook_id):
-                        row["next_attempt_at"] = leased_until = now + handoff.lease
+                        due = stored_lease
                         reserved.append(
-                            _Reserved(row["id"], event, targets[webhook_id], leased_until)
+                            _Reserved(delivery_id, event, targets[webhook_id], lease_until)
                         )
-                    rows.append(row)
-            if rows:
-                await conn.execute(insert(deliveries), rows)
+                    rows.append(
+                        (
+                            delivery_id,
+                            event.id,
+                            webhook_id,
+                            event.type,
+                            PENDING,
+                            due,
+                            False,
+                            stored_now,
+                            stored_now,
+                        )
+                    )
+            await tx.execute_many(_INSERT_DELIVERY_SQL, rows)
         if stored:
-            counted = await conn.execute(
-                select(deliveries.c.event_id, func.count())
-                .where(deliveries.c.event_id.in_(stored), deliveries.c.is_test.is_(False))
-                .group_by(deliveries.c.event_id)
-            )
-            counts.update({event_id: int(n) for event_id, n in counted.all()})
+            old = sorted(stored)
+            counted = await tx.fetch(_counts_sql(len(old)), [*old, False])
+            counts.update({event_id: int(n) for event_id, n in counted})
         results = []
         first = set(fresh)
         for event in batch:
@@ -276,25 +302,35 @@ def _new_delivery(
     }
 
 
+class _Webhook(NamedTuple):
+    """What ingest reads of an active webhook: where and how to send, and its route."""
+
+    id: str
+    url: str
+    secret: str
+    previous_secret: str | None
+    previous_secret_expires_at: datetime | None
+    owner_id: str
+    admin_owned: bool
+    events: str  # JSON list of names
+
+
 async def active_webhooks(
-    conn: AsyncConnection, parsed: dict[str, tuple[Any, Route]]
-) -> tuple[list[Route], dict[str, Any]]:
-    """The routes of the active webhooks, and each one's row of ``TARGET_COLUMNS``.
+    tx: Direct, parsed: dict[str, tuple[Any, Route]]
+) -> tuple[list[Route], dict[str, _Webhook]]:
+    """The routes of the active webhooks, and each one's target.
 
     Every ingest reads them; parsing each webhook's event list again each time cost more
     than the query. ``parsed`` keeps each webhook's route with the stored values it was
     made from, so an edit makes a new one; deleted webhooks' entries are dropped.
     """
-    rows = (
-        await conn.execute(
-            select(
-                *TARGET_COLUMNS, webhooks.c.owner_id, webhooks.c.admin_owned, webhooks.c.events
-            ).where(webhooks.c.status == WebhookStatus.ACTIVE.value)
-        )
-    ).all()
+    rows = [
+        _Webhook(r[0], r[1], r[2], r[3], tx.datetime_of(r[4]), r[5], bool(r[6]), r[7])
+        for r in await tx.fetch(_ACTIVE_WEBHOOKS_SQL, (WebhookStatus.ACTIVE.value,))
+    ]
     routes = []
     for r in rows:
-        made_from = (r.owner_id, bool(r.admin_owned), r.events)
+        made_from = (r.owner_id, r.admin_owned, r.events)
         known = parsed.get(r.id)
         if known is None or known[0] != made_from:
             known = (made_from, Route(r.id, *made_from[:2], tuple(json.loads(r.events))))
@@ -304,3 +340,29 @@ async def active_webhooks(
         for gone in parsed.keys() - {r.id for r in rows}:
             del parsed[gone]
     return routes, {r.id: r for r in rows}
+
+
+# Ingest's statements, on the driver's connection (store.direct).
+_ACTIVE_WEBHOOKS_SQL = (
+    "SELECT id, url, secret, previous_secret, previous_secret_expires_at, owner_id,"
+    " admin_owned, events FROM webhooks WHERE status = ?"
+)
+_INSERT_EVENT_SQL = (
+    "INSERT INTO events (id, type, data, timestamp, audience, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_DELIVERY_SQL = (
+    "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, next_attempt_at,"
+    " is_test, created_at, updated_at, attempt_count, schedule_step)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)"
+)
+
+
+def _seen_sql(n: int) -> str:
+    return f"SELECT id FROM events WHERE id IN ({marks(n)})"  # noqa: S608 (placeholders only)
+
+
+def _counts_sql(n: int) -> str:
+    return (
+        "SELECT event_id, count(*) FROM deliveries"  # noqa: S608 (placeholders only)
+        f" WHERE event_id IN ({marks(n)}) AND is_test = ? GROUP BY event_id"
+    )
