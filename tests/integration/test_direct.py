@@ -4,9 +4,14 @@ as StorageUnavailable."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -15,7 +20,8 @@ from bellhook.config import Settings
 from bellhook.domain.models import Principal
 from bellhook.errors import StorageUnavailable
 from bellhook.runtime import open_runtime
-from bellhook.store.direct import PostgresDirect
+from bellhook.store.database import BUSY_TIMEOUT
+from bellhook.store.direct import PostgresDirect, begin_immediate
 from bellhook.store.tables import webhooks
 
 ADMIN = Principal(key_id="key_x", owner_id="ops", is_admin=True)
@@ -103,3 +109,45 @@ def test_placeholders_are_numbered_for_asyncpg() -> None:
     sql = "UPDATE t SET a = ?, b = ? WHERE id = ? AND c = 'x'"
     assert PostgresDirect.numbered(sql) == "UPDATE t SET a = $1, b = $2 WHERE id = $3 AND c = 'x'"
     assert PostgresDirect.numbered("SELECT 1") == "SELECT 1"
+
+
+async def test_a_sqlite_writer_waits_out_another_process_then_proceeds(tmp_path: Path) -> None:
+    """Another process's write transaction (here a plain sqlite3 connection) holds the
+    lock: a direct transaction waits, without blocking the loop, then goes ahead once
+    it is released, and leaves the connection's busy timeout as it was."""
+    path = tmp_path / "shared.db"
+    async with open_runtime(Settings(database_url=f"sqlite:///{path}")) as rt:
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            entered = asyncio.Event()
+
+            async def write() -> list[Any]:
+                async with rt.db.direct() as tx:
+                    entered.set()
+                    return await tx.fetch("PRAGMA busy_timeout")
+
+            task = asyncio.create_task(write())
+            done, _ = await asyncio.wait({task}, timeout=0.3)
+            assert not done  # still waiting for the lock, and the loop ran meanwhile
+            assert not entered.is_set()
+            other.execute("COMMIT")
+            rows = await task
+        finally:
+            other.close()
+        assert entered.is_set()
+        assert [tuple(r) for r in rows] == [(int(BUSY_TIMEOUT * 1000),)]
+
+
+async def test_a_sqlite_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("CREATE TABLE t (x)")
+        other.execute("BEGIN IMMEDIATE")
+        async with aiosqlite.connect(path, isolation_level=None) as conn:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await begin_immediate(conn, busy_timeout=0.05)
+            assert list(await conn.execute_fetchall("PRAGMA busy_timeout")) == [(50,)]
+    finally:
+        other.close()

@@ -18,6 +18,7 @@ from bellhook.store.direct import (
     Direct,
     PostgresDirect,
     SqliteDirect,
+    begin_immediate,
     driver_conflicts,
     driver_errors,
 )
@@ -43,6 +44,9 @@ def async_url(database_url: str) -> URL:
     return url.set(drivername=_ASYNC_DRIVERS[backend])
 
 
+BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another process's transaction
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # The driver's own transaction handling is off, so that we can say BEGIN IMMEDIATE
     # for writes: a deferred transaction that later writes can fail with SQLITE_BUSY
@@ -51,7 +55,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -109,7 +113,7 @@ class Database:
                 driver = (await conn.get_raw_connection()).driver_connection
                 assert driver is not None  # a live connection from the pool
                 if self.is_sqlite:
-                    await driver.execute("BEGIN IMMEDIATE")
+                    await begin_immediate(driver, busy_timeout=BUSY_TIMEOUT)
                     try:
                         yield SqliteDirect(driver)
                     except BaseException:
