@@ -8,14 +8,17 @@ behind them), the fast receiver would never get all 40 and the wait would fail.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from tests.support import (
+    Deliver,
     Hit,
     Receiver,
+    Start,
     create_webhook,
     deliveries,
     eventually,
@@ -129,3 +132,33 @@ async def test_a_receiver_that_stops_answering_gets_one_request_at_a_time(
                 what="every delivery logged as succeeded",
             )
             assert {d["eventId"] for d in settled_log} == set(published)
+
+
+async def test_webhooks_take_turns_when_the_global_limit_binds(
+    delivering: Deliver, receivers: Start
+) -> None:
+    """One slot for the whole dispatcher: a webhook with deliveries queued behind the one
+    in flight does not keep the slot each of them frees while another webhook's delivery
+    waits. With the slot freed, the other webhook goes next but one, not last."""
+    gate = asyncio.Event()
+
+    async def respond(_rx: Receiver, _request: web.Request, hit: Hit) -> web.StreamResponse:
+        if hit.path == "/deep":
+            await gate.wait()
+        return web.Response(text="ok")
+
+    rx = await receivers(respond)
+    env = await delivering(max_concurrency=1, per_webhook_concurrency=1)
+    await create_webhook(env.api, rx.url("/deep"), events=["post.created"])
+    await create_webhook(env.api, rx.url("/other"), events=["comment.created"])
+    deep = 7  # one in flight and six queued behind it; the claim-ahead window holds 8
+    for i in range(deep):
+        await publish(env.api, id=f"evt_deep_{i}")
+        if i == 0:
+            await rx.wait_for_count(1, path="/deep")  # the slot is taken
+    await publish(env.api, event="comment.created", id="evt_other")
+    gate.set()
+    hits = await rx.wait_for_count(deep + 1)
+    order = [h.path for h in hits]
+    assert order.count("/deep") == deep
+    assert order.index("/other") <= 2, order

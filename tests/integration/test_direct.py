@@ -18,9 +18,9 @@ from sqlalchemy.exc import IntegrityError
 
 from bellhook.config import Settings
 from bellhook.domain.models import Principal
-from bellhook.errors import StorageUnavailable
+from bellhook.errors import ConfigurationError, StorageUnavailable
 from bellhook.runtime import open_runtime
-from bellhook.store.database import BUSY_TIMEOUT
+from bellhook.store.database import BUSY_TIMEOUT, Database
 from bellhook.store.direct import PostgresDirect, begin_immediate
 from bellhook.store.tables import webhooks
 
@@ -151,3 +151,12 @@ async def test_a_sqlite_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -
             assert list(await conn.execute_fetchall("PRAGMA busy_timeout")) == [(50,)]
     finally:
         other.close()
+
+
+def test_an_old_sqlite_is_refused_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(ConfigurationError, match=r"SQLite 3\.35 or newer.*has 3\.31\.1"):
+        Database(f"sqlite:///{tmp_path / 'old.db'}")

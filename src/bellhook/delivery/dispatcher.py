@@ -328,11 +328,15 @@ class Dispatcher:
         """
         send_by = self.rt.clock() + self._send_margin
         expiring: list[Job] = []
-        job = self._take(webhook_id, send_by, expiring)
-        if job is None and was_full:
+        job = None
+        if was_full:
+            # In queue order: a webhook served goes to the back, so one with a deep
+            # backlog cannot keep the slots it frees while others wait.
             for other in list(self._queued):
                 if (job := self._take(other, send_by, expiring)) is not None:
                     break
+        else:
+            job = self._take(webhook_id, send_by, expiring)
         self._give_back_expiring(expiring)
         return job
 
@@ -453,21 +457,24 @@ class Dispatcher:
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        give_up_at: float | None = None
+        give_up_at: float | None = None  # set once stopping, with every send done
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), FLUSH_EVERY)
             self._flush_now.clear()
-            await self.flush()
-            if not self._stopping.is_set() or self._tasks:
+            if give_up_at is None and self._stopping.is_set() and not self._tasks:
+                give_up_at = loop.time() + self.settings.shutdown_grace
+            if give_up_at is None:
+                await self.flush()
                 continue
+            # Stopping: the outcomes get the grace period (at least a second) to be
+            # written, not forever. Those deliveries were sent; if the database keeps
+            # refusing them, their leases bring them back, and they are sent again
+            # rather than lost (at-least-once).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flush(), max(give_up_at - loop.time(), 1.0))
             if not self._outcomes:
                 return
-            # Stopping, and the database keeps refusing the outcomes: keep trying for a
-            # grace period, not forever. Those deliveries were sent; their leases bring
-            # them back, so they are sent again rather than lost (at-least-once).
-            if give_up_at is None:
-                give_up_at = loop.time() + self.settings.shutdown_grace
             if loop.time() >= give_up_at:
                 log.error("dispatcher.outcomes_unsaved", outcomes=len(self._outcomes))
                 return
@@ -488,6 +495,9 @@ class Dispatcher:
             if self._stopping.is_set():
                 await asyncio.sleep(0.5)  # the database is away; do not spin while stopping
             return
+        except asyncio.CancelledError:
+            self._outcomes[:0] = batch  # a flush cut short at stop: still unsaved
+            raise
         for c in batch:
             self._active.discard(c.job.delivery_id)
         for webhook_id in disabled:

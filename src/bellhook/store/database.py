@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,6 +45,7 @@ def async_url(database_url: str) -> URL:
     return url.set(drivername=_ASYNC_DRIVERS[backend])
 
 
+MIN_SQLITE = (3, 35)
 BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another process's transaction
 
 
@@ -71,11 +73,18 @@ class Database:
     def __init__(self, database_url: str, *, echo: bool = False) -> None:
         self.url = async_url(database_url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite and sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise ConfigurationError(
+                f"bellhook needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (for"
+                f" UPDATE ... RETURNING); this Python has {sqlite3.sqlite_version}"
+            )
         # hide_parameters: SQL errors must not carry values (secrets) into logs.
         kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if not self.is_sqlite:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        # How direct() transactions store values; usable before one begins.
+        self.values: type[Direct] = SqliteDirect if self.is_sqlite else PostgresDirect
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
@@ -117,7 +126,9 @@ class Database:
                     try:
                         yield SqliteDirect(driver)
                     except BaseException:
-                        await driver.rollback()
+                        # The block's own error (or cancellation) is the one to report.
+                        with contextlib.suppress(*errors):
+                            await driver.rollback()
                         raise
                     await driver.commit()
                 else:

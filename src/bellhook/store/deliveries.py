@@ -106,8 +106,10 @@ _RECOVERED_SQL = (
     "UPDATE webhooks SET failing_since = NULL WHERE id = ? AND failing_since IS NOT NULL"
 )
 _FAILING_SQL = "UPDATE webhooks SET failing_since = ? WHERE id = ? AND failing_since IS NULL"
-_ACTIVE_SQL = "SELECT id FROM webhooks WHERE id = ? AND status = ?"
-_DISABLE_SQL = "UPDATE webhooks SET status = ?, disabled_reason = ?, updated_at = ? WHERE id = ?"
+_DISABLE_SQL = (
+    "UPDATE webhooks SET status = ?, disabled_reason = ?, updated_at = ?"
+    " WHERE id = ? AND status = ? RETURNING id"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,57 +292,59 @@ class DeliveryRepository:
         """
         if not completed:
             return []
-        async with self.db.direct() as tx:
-            when = tx.when
-            stored_now = when(now)
-            attempt_rows: list[tuple[Any, ...]] = []
-            scheduled: list[tuple[Any, ...]] = []
-            manual_done: list[tuple[Any, ...]] = []
-            manual_other: list[tuple[Any, ...]] = []
-            healthy: set[str] = set()
-            failing: set[str] = set()
-            gone: dict[str, str] = {}
-            for c, attempt_id in zip(completed, new_ids("att", len(completed)), strict=True):
-                r, job, decision = c.result, c.job, c.decision
-                error_kind = r.error_kind.value if r.error_kind else None
-                attempt_rows.append(
+        # The rows are made before the transaction: the write lock is held for the
+        # statements only.
+        when = self.db.values.when
+        stored_now = when(now)
+        attempt_rows: list[tuple[Any, ...]] = []
+        scheduled: list[tuple[Any, ...]] = []
+        manual_done: list[tuple[Any, ...]] = []
+        manual_other: list[tuple[Any, ...]] = []
+        healthy: set[str] = set()
+        failing: set[str] = set()
+        gone: dict[str, str] = {}
+        for c, attempt_id in zip(completed, new_ids("att", len(completed)), strict=True):
+            r, job, decision = c.result, c.job, c.decision
+            error_kind = r.error_kind.value if r.error_kind else None
+            attempt_rows.append(
+                (
+                    attempt_id,
+                    job.delivery_id,
+                    job.webhook_id,
+                    job.attempt_count + 1,
+                    decision is None,
+                    when(r.started_at),
+                    r.status_code,
+                    r.latency_ms,
+                    error_kind,
+                    r.error_message,
+                    r.response_excerpt,
+                )
+            )
+            if decision is not None:
+                scheduled.append(
                     (
-                        attempt_id,
-                        job.delivery_id,
-                        job.webhook_id,
-                        job.attempt_count + 1,
-                        decision is None,
-                        when(r.started_at),
+                        decision.status.value,
+                        when(decision.next_attempt_at),
+                        decision.schedule_step,
                         r.status_code,
-                        r.latency_ms,
                         error_kind,
-                        r.error_message,
-                        r.response_excerpt,
+                        stored_now,
+                        job.delivery_id,
+                        PENDING,
                     )
                 )
-                if decision is not None:
-                    scheduled.append(
-                        (
-                            decision.status.value,
-                            when(decision.next_attempt_at),
-                            decision.schedule_step,
-                            r.status_code,
-                            error_kind,
-                            stored_now,
-                            job.delivery_id,
-                            PENDING,
-                        )
-                    )
-                elif r.succeeded:
-                    manual_done.append(
-                        (SUCCEEDED, r.status_code, error_kind, stored_now, job.delivery_id)
-                    )
-                else:
-                    manual_other.append((r.status_code, error_kind, stored_now, job.delivery_id))
-                if reason := disable_reason(r):
-                    gone[job.webhook_id] = reason
-                if not job.is_test:
-                    (healthy if r.succeeded else failing).add(job.webhook_id)
+            elif r.succeeded:
+                manual_done.append(
+                    (SUCCEEDED, r.status_code, error_kind, stored_now, job.delivery_id)
+                )
+            else:
+                manual_other.append((r.status_code, error_kind, stored_now, job.delivery_id))
+            if reason := disable_reason(r):
+                gone[job.webhook_id] = reason
+            if not job.is_test:
+                (healthy if r.succeeded else failing).add(job.webhook_id)
+        async with self.db.direct() as tx:
             await tx.execute_many(_ATTEMPT_SQL, attempt_rows)
             # A manual retry may have finished the delivery meanwhile: never undo it.
             await tx.execute_many(_SCHEDULED_SQL, scheduled)
@@ -553,19 +557,26 @@ async def _update_health(
     stored_now = tx.when(now)
     await tx.execute_many(_RECOVERED_SQL, [(w,) for w in healthy])
     await tx.execute_many(_FAILING_SQL, [(stored_now, w) for w in failing])
+    # UPDATE ... RETURNING (SQLite 3.35+): the status is checked as the row is written,
+    # so two workers never both disable a webhook, nor overwrite its owner's reason.
     disabled: list[str] = []
     for webhook_id, reason in gone.items():
-        if await tx.fetch(_ACTIVE_SQL, (webhook_id, ACTIVE)):
-            await tx.execute_many(_DISABLE_SQL, [(DISABLED, reason, stored_now, webhook_id)])
-            disabled.append(webhook_id)
+        rows = await tx.fetch(_DISABLE_SQL, (DISABLED, reason, stored_now, webhook_id, ACTIVE))
+        disabled.extend(r[0] for r in rows)
     ids = sorted(failing - set(disabled))
     if ids:
         stale = await tx.fetch(
-            f"SELECT id FROM webhooks WHERE id IN ({marks(len(ids))}) AND status = ?"  # noqa: S608
-            " AND failing_since IS NOT NULL AND failing_since <= ?",
-            (*ids, ACTIVE, tx.when(now - auto_disable_after)),
+            "UPDATE webhooks SET status = ?, disabled_reason = ?, updated_at = ?"  # noqa: S608
+            f" WHERE id IN ({marks(len(ids))}) AND status = ? AND failing_since IS NOT NULL"
+            " AND failing_since <= ? RETURNING id",
+            (
+                DISABLED,
+                auto_disable_reason(auto_disable_after),
+                stored_now,
+                *ids,
+                ACTIVE,
+                tx.when(now - auto_disable_after),
+            ),
         )
-        reason = auto_disable_reason(auto_disable_after)
-        await tx.execute_many(_DISABLE_SQL, [(DISABLED, reason, stored_now, w) for (w,) in stale])
-        disabled.extend(w for (w,) in stale)
+        disabled.extend(r[0] for r in stale)
     return disabled

@@ -36,13 +36,22 @@ class Direct:
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         raise NotImplementedError
 
-    def when(self, value: datetime | None) -> Any:
+    # Conversions need no connection: callers may prepare rows before the transaction.
+    @staticmethod
+    def when(value: datetime | None) -> Any:
         """A timestamp as the database stores it."""
         raise NotImplementedError
 
-    def datetime_of(self, value: Any) -> datetime | None:
+    @staticmethod
+    def datetime_of(value: Any) -> datetime | None:
         """A stored timestamp as an aware UTC datetime."""
         raise NotImplementedError
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store")
+    return value
 
 
 class SqliteDirect(Direct):
@@ -56,15 +65,17 @@ class SqliteDirect(Direct):
         if rows:
             await self._conn.executemany(sql, rows)
 
-    def when(self, value: datetime | None) -> str | None:
+    @staticmethod
+    def when(value: datetime | None) -> str | None:
         # SQLAlchemy's storage format for DateTime on SQLite ("2026-01-02 03:04:05.000006"):
         # fixed width, so that the text compares in time order, and equal to what rows
         # written through SQLAlchemy hold. isoformat is many times faster than strftime.
         if value is None:
             return None
-        return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+        return _aware(value).astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
-    def datetime_of(self, value: Any) -> datetime | None:
+    @staticmethod
+    def datetime_of(value: Any) -> datetime | None:
         if value is None:
             return None
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
@@ -93,10 +104,12 @@ class PostgresDirect(Direct):
         if rows:
             await self._conn.executemany(self.numbered(sql), rows)
 
-    def when(self, value: datetime | None) -> datetime | None:
-        return value
+    @staticmethod
+    def when(value: datetime | None) -> datetime | None:
+        return None if value is None else _aware(value)
 
-    def datetime_of(self, value: Any) -> datetime | None:
+    @staticmethod
+    def datetime_of(value: Any) -> datetime | None:
         if value is None:
             return None
         assert isinstance(value, datetime)
@@ -114,8 +127,9 @@ async def begin_immediate(connection: Any, *, busy_timeout: float) -> None:
     Only the start of a write transaction can be refused in WAL mode: once it holds
     the write lock, its statements and its commit never wait for other processes.
     """
-    await connection.execute("PRAGMA busy_timeout=0")
     try:
+        # Inside the try: a cancellation while it runs must still restore the timeout.
+        await connection.execute("PRAGMA busy_timeout=0")
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + busy_timeout
         delay = 0.0002
