@@ -93,6 +93,7 @@ class Dispatcher:
         self._wake = rt.work_available
         self._flush_now = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._drained = asyncio.Event()
         # Checked once: a success is logged at debug level, and building that line for
         # every delivery only to drop it is a measurable cost at thousands a second.
         self._log_successes = logging.getLogger(LOGGER_NAME).isEnabledFor(logging.DEBUG)
@@ -118,6 +119,7 @@ class Dispatcher:
             if self._releases:
                 await asyncio.wait(set(self._releases))
             self._stopping.set()
+            self._drained.set()  # no send under way or to come: the last outcomes are in
             self._flush_now.set()
             await flusher
             with contextlib.suppress(asyncio.CancelledError):
@@ -308,8 +310,8 @@ class Dispatcher:
 
     async def _lane(self, first: Job) -> None:
         """Send ``first``, then each next job that may start in the slot it frees, until
-        none may: one task for a run of deliveries, not one per delivery (creating and
-        scheduling a task per delivery was a tenth of the worker's time)."""
+        none may: one task for a run of deliveries, not one per delivery, and the
+        bookkeeping of a completion does not grow with the webhooks in flight."""
         job: Job | None = first
         while job is not None:
             recorded = False
@@ -457,12 +459,12 @@ class Dispatcher:
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        give_up_at: float | None = None  # set once stopping, with every send done
+        give_up_at: float | None = None  # set once drained
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), FLUSH_EVERY)
             self._flush_now.clear()
-            if give_up_at is None and self._stopping.is_set() and not self._tasks:
+            if give_up_at is None and self._drained.is_set():
                 give_up_at = loop.time() + self.settings.shutdown_grace
             if give_up_at is None:
                 await self.flush()
