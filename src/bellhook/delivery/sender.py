@@ -29,7 +29,7 @@ MAX_RESPONSE_BYTES = 64 * 1024
 USER_AGENT = f"Bellhook/{__version__}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per delivery (see Job)
 class SignedRequest:
     url: str
     body: bytes
