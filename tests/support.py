@@ -30,6 +30,9 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from bellhook.domain.models import Principal, Webhook
+from bellhook.runtime import Runtime
+
 SECRET = "s3cret-for-delivery-tests-0123456789"
 WAIT = 20.0  # upper bound of any wait; a hang fails the test, never the timing
 
@@ -271,6 +274,18 @@ def error_of(resp: httpx.Response, status_code: int) -> dict[str, Any]:
     assert isinstance(error["message"], str) and error["message"]
     assert isinstance(error["details"], list)
     return error
+
+
+ADMIN = Principal(key_id="key_x", owner_id="ops", is_admin=True)
+
+
+async def admin_webhook(
+    rt: Runtime, now: datetime, url: str = "https://example.com/h", secret: str = "s" * 20
+) -> Webhook:
+    """A webhook for every event, made through the repository (no API, no key)."""
+    return await rt.webhooks.create(
+        ADMIN, url=url, events=("*",), description=None, secret=secret, now=now
+    )
 
 
 async def create_webhook(

@@ -15,13 +15,10 @@ from aiohttp import web
 
 from bellhook.config import Settings
 from bellhook.delivery.dispatcher import running_dispatcher
-from bellhook.domain.models import Principal
 from bellhook.errors import StorageUnavailable
 from bellhook.runtime import open_runtime, utc_now
 from bellhook.store.events import NewEvent
-from tests.support import Receiver, Server, bellhook_env, create_admin_key
-
-ADMIN = Principal(key_id="key_x", owner_id="ops", is_admin=True)
+from tests.support import Receiver, Server, admin_webhook, bellhook_env, create_admin_key
 
 
 class SlowReceiver:
@@ -108,9 +105,7 @@ async def test_stop_gives_up_on_outcomes_the_database_keeps_refusing(
     settings = make_settings(dev_mode=True, shutdown_grace=0.3, poll_interval=0.05)
     now = utc_now()
     async with open_runtime(settings) as rt:
-        hook = await rt.webhooks.create(
-            ADMIN, url=rx.url(), events=("*",), description=None, secret="s" * 24, now=now
-        )
+        hook = await admin_webhook(rt, now, rx.url())
 
         async def refuse(*_args: Any, **_kwargs: Any) -> list[str]:
             raise StorageUnavailable("the database is unavailable, try again shortly")

@@ -17,14 +17,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from bellhook.config import Settings
-from bellhook.domain.models import Principal
 from bellhook.errors import ConfigurationError, StorageUnavailable
 from bellhook.runtime import open_runtime
 from bellhook.store.database import BUSY_TIMEOUT, Database
 from bellhook.store.direct import PostgresDirect, begin_immediate
 from bellhook.store.tables import webhooks
-
-ADMIN = Principal(key_id="key_x", owner_id="ops", is_admin=True)
+from tests.support import admin_webhook
 
 
 async def test_direct_statements_share_values_and_transactions_with_sqlalchemy(
@@ -33,14 +31,7 @@ async def test_direct_statements_share_values_and_transactions_with_sqlalchemy(
     # Microseconds and a non-UTC zone: the text SQLite holds must be SQLAlchemy's own.
     when = datetime(2026, 3, 4, 9, 8, 9, 123, tzinfo=timezone(timedelta(hours=2)))
     async with open_runtime(make_settings()) as rt:
-        hook = await rt.webhooks.create(
-            ADMIN,
-            url="https://example.com/a",
-            events=("*",),
-            description=None,
-            secret="s" * 20,
-            now=when,
-        )
+        hook = await admin_webhook(rt, when)
         db = rt.db
         # Written by SQLAlchemy, compared and read back by the driver.
         async with db.write() as conn:
@@ -68,6 +59,12 @@ async def test_direct_statements_share_values_and_transactions_with_sqlalchemy(
             ).scalar_one()
         assert stored == later
 
+        async def failing_since() -> datetime | None:
+            async with db.read() as conn:
+                query = select(webhooks.c.failing_since).where(webhooks.c.id == hook.id)
+                value: datetime | None = (await conn.execute(query)).scalar_one()
+                return value
+
         # An error inside the block rolls back what the block wrote.
         with pytest.raises(RuntimeError):
             async with db.direct() as tx:
@@ -75,11 +72,7 @@ async def test_direct_statements_share_values_and_transactions_with_sqlalchemy(
                     "UPDATE webhooks SET failing_since = NULL WHERE id = ?", [(hook.id,)]
                 )
                 raise RuntimeError("after the write")
-        async with db.read() as conn:
-            kept = (
-                await conn.execute(select(webhooks.c.failing_since).where(webhooks.c.id == hook.id))
-            ).scalar_one()
-        assert kept == later
+        assert await failing_since() == later
 
         # A broken constraint is a conflict for the caller (ingest retries on it), as
         # from SQLAlchemy; nothing of the transaction stays.
@@ -93,11 +86,7 @@ async def test_direct_statements_share_values_and_transactions_with_sqlalchemy(
                     " VALUES (?, ?, ?, ?, ?)",
                     [("key_dup", "ops", False, "h", tx.when(when))] * 2,
                 )
-        async with db.read() as conn:
-            kept = (
-                await conn.execute(select(webhooks.c.failing_since).where(webhooks.c.id == hook.id))
-            ).scalar_one()
-        assert kept == later
+        assert await failing_since() == later
 
         # A statement the database refuses is an outage to the caller, not a driver error.
         with pytest.raises(StorageUnavailable):

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from bellhook.config import Settings
-from bellhook.domain.models import Principal
 from bellhook.runtime import open_runtime
 from bellhook.store.events import NewEvent
+from tests.support import admin_webhook
 
-ADMIN = Principal(key_id="key_x", owner_id="ops", is_admin=True)
 LEASE = timedelta(seconds=30)
 
 
@@ -20,17 +19,7 @@ async def test_claims_respect_limits_leases_and_release(
 ) -> None:
     now = datetime.now(UTC)
     async with open_runtime(make_settings()) as rt:
-        hooks = [
-            await rt.webhooks.create(
-                ADMIN,
-                url=f"https://example.com/{i}",
-                events=("*",),
-                description=None,
-                secret="s" * 20,
-                now=now,
-            )
-            for i in range(3)
-        ]
+        hooks = [await admin_webhook(rt, now, f"https://example.com/{i}") for i in range(3)]
         await rt.events.ingest(
             [NewEvent(f"e{i}", "post.created", "{}", now, None) for i in range(10)], now=now
         )
@@ -75,14 +64,7 @@ async def test_a_release_leaves_alone_what_another_claim_took_over(
     would be sent twice)."""
     now = datetime.now(UTC)
     async with open_runtime(make_settings()) as rt:
-        await rt.webhooks.create(
-            ADMIN,
-            url="https://example.com/x",
-            events=("*",),
-            description=None,
-            secret="s" * 20,
-            now=now,
-        )
+        await admin_webhook(rt, now)
         await rt.events.ingest(
             [NewEvent(f"e{i}", "post.created", "{}", now, None) for i in range(4)], now=now
         )

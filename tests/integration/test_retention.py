@@ -10,14 +10,13 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bellhook.config import Settings
-from bellhook.domain.models import DeliveryStatus, Principal
+from bellhook.domain.models import DeliveryStatus
 from bellhook.domain.outcome import AttemptResult, Decision
 from bellhook.runtime import open_runtime
 from bellhook.store.deliveries import Completed
 from bellhook.store.events import NewEvent
 from bellhook.store.tables import attempts, deliveries, events
-
-ADMIN = Principal(key_id="key_x", owner_id="ops", is_admin=True)
+from tests.support import ADMIN, admin_webhook
 
 
 async def _count(rt: Any, table: Any) -> int:
@@ -31,14 +30,7 @@ async def test_purge_removes_only_old_finished_deliveries(
     old = datetime(2020, 1, 1, tzinfo=UTC)
     recent = datetime.now(UTC)
     async with open_runtime(make_settings()) as rt:
-        hook = await rt.webhooks.create(
-            ADMIN,
-            url="https://example.com/h",
-            events=("*",),
-            description=None,
-            secret="s" * 20,
-            now=old,
-        )
+        hook = await admin_webhook(rt, old)
 
         async def event_at(event_id: str, when: datetime) -> None:
             await rt.events.ingest([NewEvent(event_id, "post.created", "{}", when, None)], now=when)
@@ -89,14 +81,7 @@ async def test_purge_sweeps_attempts_recorded_after_their_webhook_was_deleted(
     old = datetime(2020, 1, 1, tzinfo=UTC)
     now = datetime.now(UTC)
     async with open_runtime(make_settings()) as rt:
-        hook = await rt.webhooks.create(
-            ADMIN,
-            url="https://example.com/h",
-            events=("*",),
-            description=None,
-            secret="s" * 20,
-            now=old,
-        )
+        hook = await admin_webhook(rt, old)
         await rt.events.ingest([NewEvent("gone", "post.created", "{}", old, None)], now=old)
         (job,) = await rt.deliveries.claim(
             now=now, limit=10, lease=timedelta(seconds=30), in_flight={}, per_webhook=10

@@ -71,7 +71,7 @@ class Dispatcher:
         self._held: Counter[str] = Counter()  # in flight + queued (+ reserved), per webhook
         self._held_total = 0
         self._window = CLAIM_AHEAD * rt.settings.max_concurrency
-        self._per_webhook_window = CLAIM_AHEAD * rt.settings.per_webhook_concurrency
+        self._per_webhook_window = CLAIM_AHEAD * self._per_webhook
         # Whether the queue may hold due deliveries this dispatcher has not claimed, for
         # any webhook (a claim cut short by the global limit) or for these webhooks:
         # freed slots wake the claim loop only then, not after every delivery.
@@ -84,9 +84,7 @@ class Dispatcher:
         self._freed = 0  # slots freed since the last claim
         # Rounds of a webhook's slots: the rounds still queued cover the claim's round
         # trip, and claims (write transactions) stay few and large.
-        self._refill_step = REFILL_ROUNDS * min(
-            rt.settings.per_webhook_concurrency, rt.settings.max_concurrency
-        )
+        self._refill_step = REFILL_ROUNDS * min(self._per_webhook, rt.settings.max_concurrency)
         self._active: set[str] = set()  # delivery ids sent or waiting to be recorded
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[Completed] = []
@@ -180,7 +178,7 @@ class Dispatcher:
         if webhook_id in self._probing:
             return PROBE_SLOTS
         if webhook_id in self._slow:
-            return SLOW_AHEAD * self.settings.per_webhook_concurrency
+            return SLOW_AHEAD * self._per_webhook
         return self._per_webhook_window
 
     def _mark(self, webhook_id: str) -> None:
@@ -328,6 +326,8 @@ class Dispatcher:
         startable job (every other one was started when it could be); with the global
         limit reached, any webhook's could, and they take turns.
         """
+        if not self._queued:  # the common case between claims: nothing waits
+            return None
         send_by = self.rt.clock() + self._send_margin
         expiring: list[Job] = []
         job = None

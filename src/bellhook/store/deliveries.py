@@ -8,7 +8,7 @@ concurrently with ``FOR UPDATE SKIP LOCKED``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -69,11 +69,11 @@ _DUE_COLUMNS = (
 )
 
 
+# What a delivery needs of its webhook: where, and how to sign (claims and ingest).
+TARGET_COLUMNS_SQL = "id, url, secret, previous_secret, previous_secret_expires_at"
+
 # The queue's hot statements, run on the driver's connection (store.direct).
-_TARGETS_SQL = (
-    "SELECT id, url, secret, previous_secret, previous_secret_expires_at"
-    " FROM webhooks WHERE status = ?"
-)
+_TARGETS_SQL = f"SELECT {TARGET_COLUMNS_SQL} FROM webhooks WHERE status = ?"  # noqa: S608
 # In the order of _DUE_COLUMNS.
 _DUE_BRANCH_SQL = (
     "SELECT d.id, d.webhook_id, d.next_attempt_at, d.event_id, d.event_type,"
@@ -183,12 +183,13 @@ class DeliveryRepository:
             targets = await self._open_targets(tx, in_flight, per_webhook)
             rows: list[Row] = []
             hooks = list(targets)
+            stored_now = tx.when(now)
             for start in range(0, len(hooks), CLAIM_BRANCHES):
                 branch_hooks = hooks[start : start + CLAIM_BRANCHES]
                 params: list[Any] = []
                 for webhook_id in branch_hooks:
                     room = min(targets[webhook_id].room, limit)
-                    params += (webhook_id, PENDING, tx.when(now), room)
+                    params += (webhook_id, PENDING, stored_now, room)
                 rows += await tx.fetch(self._due_sql(len(branch_hooks)), params)
             if len(hooks) > 1:
                 rows.sort(key=lambda r: r[2])  # next_attempt_at: oldest first
@@ -204,9 +205,14 @@ class DeliveryRepository:
             stored_lease = tx.when(leased_until)
             await tx.execute_many(_LEASE_SQL, [(stored_lease, d) for d in chosen])
             picked = set(chosen)
-            return [
-                _job(r, targets[r[1]], tx.datetime_of, leased_until) for r in rows if r[0] in picked
-            ]
+            jobs = []
+            for r in rows:
+                if r[0] in picked:
+                    target = targets[r[1]]
+                    timestamp = tx.datetime_of(r[9])
+                    assert timestamp is not None  # events.timestamp is NOT NULL
+                    jobs.append(_job(r, target.url, target.secrets, timestamp, leased_until))
+            return jobs
 
     async def _open_targets(
         self, tx: Direct, in_flight: Mapping[str, int], per_webhook: int
@@ -502,40 +508,32 @@ async def _jobs(conn: AsyncConnection, ids: Sequence[str], box: SecretBox) -> li
     return [
         _job(
             r,
-            _Target(
-                r.url,
-                WebhookSecrets(
-                    box.open(r.secret),
-                    box.open_optional(r.previous_secret),
-                    r.previous_secret_expires_at,
-                ),
-                room=1,
+            r.url,
+            WebhookSecrets(
+                box.open(r.secret),
+                box.open_optional(r.previous_secret),
+                r.previous_secret_expires_at,
             ),
-            _as_is,
+            r.timestamp,
         )
         for r in rows
     ]
 
 
-def _as_is(value: Any) -> datetime | None:
-    assert value is None or isinstance(value, datetime)  # SQLAlchemy converted it
-    return value
-
-
 def _job(
     row: Row,
-    target: _Target,
-    datetime_of: Callable[[Any], datetime | None],
+    url: str,
+    secrets: WebhookSecrets,
+    timestamp: datetime,
     leased_until: datetime | None = None,
 ) -> Job:
-    """A job from a row of the due columns (``_DUE_BRANCH_SQL``'s order) and its target."""
-    timestamp = datetime_of(row[9])
-    assert timestamp is not None
+    """A job from a row of the due columns (``_DUE_BRANCH_SQL``'s order), its webhook's
+    address and secrets, and the event's timestamp as a datetime."""
     return Job(
         delivery_id=row[0],
         webhook_id=row[1],
-        url=target.url,
-        secrets=target.secrets,
+        url=url,
+        secrets=secrets,
         event_id=row[3],
         event_type=row[4],
         data_json=row[8],

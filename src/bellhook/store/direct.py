@@ -24,6 +24,8 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from bellhook.store.tables import aware
+
 Row = Sequence[Any]
 
 
@@ -48,12 +50,6 @@ class Direct:
         raise NotImplementedError
 
 
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the store")
-    return value
-
-
 class SqliteDirect(Direct):
     def __init__(self, connection: Any) -> None:
         self._conn = connection  # an aiosqlite.Connection
@@ -72,7 +68,7 @@ class SqliteDirect(Direct):
         # written through SQLAlchemy hold. isoformat is many times faster than strftime.
         if value is None:
             return None
-        return _aware(value).astimezone(UTC).isoformat(" ", "microseconds")[:26]
+        return aware(value).astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
     @staticmethod
     def datetime_of(value: Any) -> datetime | None:
@@ -106,7 +102,7 @@ class PostgresDirect(Direct):
 
     @staticmethod
     def when(value: datetime | None) -> datetime | None:
-        return None if value is None else _aware(value)
+        return None if value is None else aware(value)
 
     @staticmethod
     def datetime_of(value: Any) -> datetime | None:

@@ -9,19 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from bellhook.domain.ids import new_id, new_ids
-from bellhook.domain.models import DeliveryStatus, WebhookStatus
 from bellhook.domain.routing import Route, recipients
 from bellhook.store.database import Database
-from bellhook.store.deliveries import Job
+from bellhook.store.deliveries import ACTIVE, PENDING, TARGET_COLUMNS_SQL, Job
 from bellhook.store.direct import Direct, marks
 from bellhook.store.secretbox import OpenedSecrets, SecretBox
-from bellhook.store.tables import deliveries, events
-
-PENDING = DeliveryStatus.PENDING.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,18 +200,7 @@ class EventRepository:
             routes, targets = await active_webhooks(tx, self._routes)
             stored_now = tx.when(now)
             await tx.execute_many(
-                _INSERT_EVENT_SQL,
-                [
-                    (
-                        e.id,
-                        e.type,
-                        e.data_json,
-                        tx.when(e.timestamp),
-                        None if e.audience is None else json.dumps(list(e.audience)),
-                        stored_now,
-                    )
-                    for e in fresh.values()
-                ],
+                _INSERT_EVENT_SQL, [_event_values(tx, e, stored_now) for e in fresh.values()]
             )
             rows: list[tuple[Any, ...]] = []
             lease_until = now + handoff.lease if handoff is not None else now
@@ -233,17 +217,7 @@ class EventRepository:
                             _Reserved(delivery_id, event, targets[webhook_id], lease_until)
                         )
                     rows.append(
-                        (
-                            delivery_id,
-                            event.id,
-                            webhook_id,
-                            event.type,
-                            PENDING,
-                            due,
-                            False,
-                            stored_now,
-                            stored_now,
-                        )
+                        _delivery_values(delivery_id, event, webhook_id, due, False, stored_now)
                     )
             await tx.execute_many(_INSERT_DELIVERY_SQL, rows)
         if stored:
@@ -260,12 +234,16 @@ class EventRepository:
 
     async def schedule_test(self, event: NewEvent, webhook_id: str, *, now: datetime) -> str:
         """Store a test event with one delivery to one webhook, already claimed by the caller."""
-        delivery = _new_delivery(event.id, event.type, webhook_id, now, is_test=True)
-        delivery["next_attempt_at"] = None  # sent right away by the API, never by the queue
-        async with self.db.write() as conn:
-            await conn.execute(insert(events).values(_event_row(event, now)))
-            await conn.execute(insert(deliveries).values(**delivery))
-        return str(delivery["id"])
+        delivery_id = new_id("dlv")
+        async with self.db.direct() as tx:
+            stored_now = tx.when(now)
+            await tx.execute_many(_INSERT_EVENT_SQL, [_event_values(tx, event, stored_now)])
+            # No due time: sent right away by the API, never by the queue.
+            await tx.execute_many(
+                _INSERT_DELIVERY_SQL,
+                [_delivery_values(delivery_id, event, webhook_id, None, True, stored_now)],
+            )
+        return delivery_id
 
 
 def _unreserve(handoff: Handoff | None, reserved: list[_Reserved]) -> None:
@@ -273,33 +251,27 @@ def _unreserve(handoff: Handoff | None, reserved: list[_Reserved]) -> None:
         handoff.unreserve(r.webhook_id for r in reserved)
 
 
-def _event_row(event: NewEvent, now: datetime) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "type": event.type,
-        "data": event.data_json,
-        "timestamp": event.timestamp,
-        "audience": None if event.audience is None else json.dumps(list(event.audience)),
-        "created_at": now,
-    }
+def _event_values(tx: Direct, event: NewEvent, stored_now: Any) -> tuple[Any, ...]:
+    """``event`` as a row of ``_INSERT_EVENT_SQL``."""
+    audience = None if event.audience is None else json.dumps(list(event.audience))
+    return (event.id, event.type, event.data_json, tx.when(event.timestamp), audience, stored_now)
 
 
-def _new_delivery(
-    event_id: str, event_type: str, webhook_id: str, now: datetime, *, is_test: bool = False
-) -> dict[str, Any]:
-    return {
-        "id": new_id("dlv"),
-        "event_id": event_id,
-        "webhook_id": webhook_id,
-        "event_type": event_type,
-        "status": DeliveryStatus.PENDING.value,
-        "attempt_count": 0,
-        "schedule_step": 0,
-        "next_attempt_at": now,
-        "is_test": is_test,
-        "created_at": now,
-        "updated_at": now,
-    }
+def _delivery_values(
+    delivery_id: str, event: NewEvent, webhook_id: str, due: Any, is_test: bool, stored_now: Any
+) -> tuple[Any, ...]:
+    """A new delivery of ``event`` as a row of ``_INSERT_DELIVERY_SQL``."""
+    return (
+        delivery_id,
+        event.id,
+        webhook_id,
+        event.type,
+        PENDING,
+        due,
+        is_test,
+        stored_now,
+        stored_now,
+    )
 
 
 class _Webhook(NamedTuple):
@@ -326,7 +298,7 @@ async def active_webhooks(
     """
     rows = [
         _Webhook(r[0], r[1], r[2], r[3], tx.datetime_of(r[4]), r[5], bool(r[6]), r[7])
-        for r in await tx.fetch(_ACTIVE_WEBHOOKS_SQL, (WebhookStatus.ACTIVE.value,))
+        for r in await tx.fetch(_ACTIVE_WEBHOOKS_SQL, (ACTIVE,))
     ]
     routes = []
     for r in rows:
@@ -344,8 +316,8 @@ async def active_webhooks(
 
 # Ingest's statements, on the driver's connection (store.direct).
 _ACTIVE_WEBHOOKS_SQL = (
-    "SELECT id, url, secret, previous_secret, previous_secret_expires_at, owner_id,"
-    " admin_owned, events FROM webhooks WHERE status = ?"
+    f"SELECT {TARGET_COLUMNS_SQL}, owner_id, admin_owned, events"  # noqa: S608 (fixed text)
+    " FROM webhooks WHERE status = ?"
 )
 _INSERT_EVENT_SQL = (
     "INSERT INTO events (id, type, data, timestamp, audience, created_at) VALUES (?, ?, ?, ?, ?, ?)"

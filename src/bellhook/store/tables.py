@@ -21,6 +21,13 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeDecorator
 
 
+def aware(value: datetime) -> datetime:
+    """``value``, refused if naive: the store never guesses a time zone."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store")
+    return value
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes everywhere; SQLite stores them naive, PostgreSQL as timestamptz."""
 
@@ -30,9 +37,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store")
-        value = value.astimezone(UTC)
+        value = aware(value).astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
