@@ -437,14 +437,15 @@ class Postgres:
         parsed = urllib.parse.urlsplit(url)
         if parsed.hostname not in (HOST, "localhost"):
             raise ValueError("BELLHOOK_BENCH_DATABASE_URL must point at 127.0.0.1")
-        self.url = url
         self.parsed = parsed
         self.created: list[str] = []
 
     async def _admin(self, sql: str) -> None:
         import asyncpg
 
-        conn = await asyncpg.connect(self.url)
+        # asyncpg takes postgresql:// only; bellhook also takes SQLAlchemy's +asyncpg form.
+        plain = urllib.parse.urlunsplit(self.parsed._replace(scheme="postgresql"))
+        conn = await asyncpg.connect(plain)
         try:
             await conn.execute(sql)
         finally:
