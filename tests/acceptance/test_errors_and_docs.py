@@ -61,6 +61,7 @@ async def test_method_not_allowed_is_405_envelope(service: Any) -> None:
             ("PUT", "/api/webhooks", {"GET", "POST"}),
             ("POST", f"/api/webhooks/{webhook_id}", {"GET", "PUT", "PATCH", "DELETE"}),
             ("DELETE", f"/api/webhooks/{webhook_id}/secret", {"GET"}),
+            ("GET", "/api/events", {"POST"}),
             ("POST", "/api/event-types", {"GET"}),
             ("POST", "/healthz", {"GET"}),
         ]
@@ -68,11 +69,30 @@ async def test_method_not_allowed_is_405_envelope(service: Any) -> None:
             resp = await client.request(method, path)
             error = error_of(resp, 405)
             assert error["code"] == "method_not_allowed", (method, path)
-            # Allow names supported methods (Starlette lists only one route's methods,
-            # so not necessarily all of them) and never the refused one.
+            # Allow names every method served at the path, from all the routes there
+            # (Starlette's own names the first matching route's only).
             allow = {m.strip() for m in resp.headers.get("allow", "").split(",") if m.strip()}
-            assert allow and allow <= supported | {"HEAD"}, (method, path, resp.headers)
+            assert allow == supported, (method, path, resp.headers)
         assert await list_ids(client) == [webhook_id]
+
+
+async def test_trailing_slash_is_a_404_naming_the_route(service: Any) -> None:
+    async with service.client(await service.new_key("alice")) as client:
+        webhook_id = await create(client)
+        for method, path in (
+            ("GET", "/api/webhooks/"),
+            ("POST", "/api/webhooks/"),
+            ("DELETE", f"/api/webhooks/{webhook_id}/"),
+        ):
+            resp = await client.request(method, path, json={"url": HOOK})
+            error = error_of(resp, 404)
+            assert "location" not in resp.headers  # no redirect
+            assert error["code"] == "not_found"
+            assert f"did you mean {path.rstrip('/')} " in error["message"], error
+        # A path that is wrong with or without the slash gets no suggestion.
+        error = error_of(await client.get("/api/nope/"), 404)
+        assert "did you mean" not in error["message"]
+        assert await list_ids(client) == [webhook_id]  # nothing was created or deleted
 
 
 # --- bodies: 413 / 415 / 400 --------------------------------------------------------------
@@ -168,6 +188,27 @@ async def test_malformed_json_is_400(service: Any, raw: bytes) -> None:
             error = error_of(resp, 400)
             assert error["code"] == "malformed_json", (method, path)
         assert await list_ids(client) == [webhook_id]
+
+
+async def test_malformed_json_is_refused_for_the_key_first(service: Any) -> None:
+    # FastAPI parses JSON before any dependency runs; the key is still checked first,
+    # so a caller without one learns nothing about how its body was read.
+    raw, json_type = b"{", {"Content-Type": "application/json"}
+    async with service.client() as anon:
+        error = error_of(await anon.post("/api/webhooks", content=raw, headers=json_type), 401)
+        assert error["code"] == "unauthorized"
+        assert error_of(await anon.post("/api/events", content=raw, headers=json_type), 401)
+    async with service.client("bhk_wrong_key") as wrong:
+        error_of(await wrong.post("/api/webhooks", content=raw, headers=json_type), 401)
+    async with service.client(await service.new_key("alice")) as alice:
+        # /api/events is for admin keys: the 403 comes before the body's 400.
+        error = error_of(await alice.post("/api/events", content=raw, headers=json_type), 403)
+        assert error["code"] == "forbidden"
+        error = error_of(await alice.post("/api/webhooks", content=raw, headers=json_type), 400)
+        assert error["code"] == "malformed_json"
+    async with service.client(await service.new_key("admin", admin=True)) as admin:
+        error = error_of(await admin.post("/api/events", content=raw, headers=json_type), 400)
+        assert error["code"] == "malformed_json"
 
 
 async def test_json_with_charset_is_accepted(service: Any) -> None:

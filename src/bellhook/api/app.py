@@ -71,6 +71,9 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # A trailing slash is a 404 that names the route (api.errors), as Stripe's API
+        # does, not a redirect built from the Host header.
+        redirect_slashes=False,
     )
     app.state.rate_limits = ApiRateLimits.from_settings(settings)
     install_error_handlers(app)

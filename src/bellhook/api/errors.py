@@ -10,8 +10,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from bellhook import errors
+from bellhook.api.deps import authenticate_early
 
 log = logging.getLogger("bellhook.api")
 
@@ -26,6 +28,7 @@ STATUS_OF: dict[type[errors.BellhookError], int] = {
     errors.ConfigurationError: 500,
 }
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -113,6 +116,12 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
             "send the request body as JSON with Content-Type: application/json",
         )
     if any(d["type"] == "json_invalid" for d in details):
+        # FastAPI parses the JSON before any dependency runs: a caller without a valid
+        # key (or, on admin routes, an admin key) hears that first, as for other bodies.
+        try:
+            await authenticate_early(request)
+        except errors.BellhookError as refused:
+            return await _on_bellhook_error(request, refused)
         return error_response(400, "malformed_json", "the request body is not valid JSON", details)
     return error_response(422, "validation_error", validation_summary(details), details)
 
@@ -121,11 +130,35 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    headers = exc.headers
+    path = request.url.path
     if exc.status_code == 404 and message == "Not Found":
-        message = f"no route {request.method} {request.url.path}"
+        message = f"no route {request.method} {path}"
+        # No redirect for a trailing slash (create_app): a 307 to a URL built from the
+        # Host header can point past a TLS-terminating proxy. Name the route instead.
+        bare = path.rstrip("/")
+        if bare != path and bare and _methods_at(request, bare):
+            message += f"; did you mean {bare} (without the trailing slash)?"
     elif exc.status_code == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+        message = f"method {request.method} is not allowed on {path}"
+        # Starlette's Allow names the methods of the first route that matched the path
+        # only; a path served by several routes (GET and POST) allows all of theirs.
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(_methods_at(request, path)))}
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+def _methods_at(request: Request, path: str) -> set[str]:
+    """The methods that some route serves at ``path``: asked of each route through
+    ``matches`` (a full match is path and method), which also sees into the routers
+    FastAPI nests."""
+    return {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "path": path, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    }
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
