@@ -6,26 +6,13 @@ covers chunked bodies without a Content-Length, and answers 413 in the API's env
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bellhook.api.errors import error_response
 
 
 class BodyTooLarge(Exception):
     pass
-
-
-def _envelope_413(limit: int) -> bytes:
-    return json.dumps(
-        {
-            "success": False,
-            "error": {
-                "code": "payload_too_large",
-                "message": f"the request body is larger than {limit} bytes",
-                "details": [{"limit": limit}],
-            },
-        }
-    ).encode()
 
 
 class BodyLimitMiddleware:
@@ -48,7 +35,7 @@ class BodyLimitMiddleware:
                 except ValueError:
                     too_large = False
                 if too_large:
-                    await self._reject(send, max_bytes)
+                    await _reject(scope, receive, send, max_bytes)
                     return
         received = 0
         exceeded = False  # the body went over the limit: whatever the app answers becomes 413
@@ -71,7 +58,7 @@ class BodyLimitMiddleware:
                 # client must learn the real reason instead.
                 if message["type"] == "http.response.start" and not answered:
                     answered = True
-                    await self._reject(send, max_bytes)
+                    await _reject(scope, receive, send, max_bytes)
                 return
             if message["type"] == "http.response.start":
                 answered = True
@@ -81,19 +68,15 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
             if not answered:
-                await self._reject(send, max_bytes)
+                await _reject(scope, receive, send, max_bytes)
 
-    async def _reject(self, send: Send, max_bytes: int) -> None:
-        body = _envelope_413(max_bytes)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+async def _reject(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+    response = error_response(
+        413,
+        "payload_too_large",
+        f"the request body is larger than {max_bytes} bytes",
+        [{"limit": max_bytes}],
+        headers={"Connection": "close"},  # the rest of the body is not read
+    )
+    await response(scope, receive, send)
