@@ -20,7 +20,6 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,6 +43,7 @@ from bellhook.domain.routing import Candidate, pick_claims
 from bellhook.errors import NotFound
 from bellhook.store.database import Database
 from bellhook.store.direct import Direct, Row, marks
+from bellhook.store.paging import newest_first, page_of
 from bellhook.store.rows import to_attempt, to_delivery
 from bellhook.store.secretbox import OpenedSecrets, SecretBox
 from bellhook.store.tables import attempts, deliveries, events, webhooks
@@ -435,26 +435,15 @@ class DeliveryRepository:
         limit: int,
         cursor: Cursor | None,
     ) -> Page[Delivery]:
-        query = (
-            select(deliveries)
-            .where(deliveries.c.webhook_id == webhook_id)
-            .order_by(deliveries.c.created_at.desc(), deliveries.c.id.desc())
-            .limit(limit + 1)
-        )
+        query = select(deliveries).where(deliveries.c.webhook_id == webhook_id)
         if status is not None:
             query = query.where(deliveries.c.status == status.value)
         if event_type is not None:
             query = query.where(deliveries.c.event_type == event_type)
-        if cursor is not None:
-            query = query.where(
-                tuple_(deliveries.c.created_at, deliveries.c.id)
-                < tuple_(cursor.created_at, cursor.id)
-            )
+        query = newest_first(query, deliveries, limit=limit, cursor=cursor)
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
-        items = [to_delivery(r) for r in rows[:limit]]
-        more = len(rows) > limit
-        return Page(items, Cursor(items[-1].created_at, items[-1].id).encode() if more else None)
+        return page_of(rows, limit, to_delivery)
 
     async def get(self, webhook_id: str, delivery_id: str) -> tuple[Delivery, list[Attempt]]:
         if not is_wellformed(delivery_id):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, true, tuple_, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhook.domain.ids import is_wellformed, new_id
@@ -15,6 +15,7 @@ from bellhook.domain.models import Principal, Webhook, WebhookSecrets, WebhookSt
 from bellhook.domain.paging import Cursor, Page
 from bellhook.errors import LimitExceeded, NotFound
 from bellhook.store.database import Database
+from bellhook.store.paging import newest_first, page_of
 from bellhook.store.rows import to_webhook
 from bellhook.store.secretbox import PREFIX, SecretBox
 from bellhook.store.tables import attempts, deliveries, webhooks
@@ -141,22 +142,15 @@ class WebhookRepository:
     async def list(
         self, principal: Principal, *, limit: int, cursor: Cursor | None
     ) -> Page[Webhook]:
-        query = (
-            select(webhooks)
-            .where(webhooks.c.owner_id == principal.owner_id)
-            .order_by(webhooks.c.created_at.desc(), webhooks.c.id.desc())
-            .limit(limit + 1)
+        query = newest_first(
+            select(webhooks).where(webhooks.c.owner_id == principal.owner_id),
+            webhooks,
+            limit=limit,
+            cursor=cursor,
         )
-        if cursor is not None:
-            query = query.where(
-                tuple_(webhooks.c.created_at, webhooks.c.id) < tuple_(cursor.created_at, cursor.id)
-            )
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
-        items = [to_webhook(r) for r in rows[:limit]]
-        more = len(rows) > limit
-        next_cursor = Cursor(items[-1].created_at, items[-1].id).encode() if more else None
-        return Page(items, next_cursor)
+        return page_of(rows, limit, to_webhook)
 
     async def update(
         self, principal: Principal, webhook_id: str, changes: WebhookChanges, *, now: datetime
