@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -103,7 +104,8 @@ def test_placeholders_are_numbered_for_asyncpg() -> None:
 async def test_a_sqlite_writer_waits_out_another_process_then_proceeds(tmp_path: Path) -> None:
     """Another process's write transaction (here a plain sqlite3 connection) holds the
     lock: a direct transaction waits, without blocking the loop, then goes ahead once
-    it is released, and leaves the connection's busy timeout as it was."""
+    it is released. It waits by itself: its connection has no busy timeout of its own,
+    while SQLAlchemy's pooled connections keep SQLite's."""
     path = tmp_path / "shared.db"
     async with open_runtime(Settings(database_url=f"sqlite:///{path}")) as rt:
         other = sqlite3.connect(path, isolation_level=None)
@@ -125,7 +127,10 @@ async def test_a_sqlite_writer_waits_out_another_process_then_proceeds(tmp_path:
         finally:
             other.close()
         assert entered.is_set()
-        assert [tuple(r) for r in rows] == [(int(BUSY_TIMEOUT * 1000),)]
+        assert [tuple(r) for r in rows] == [(0,)]
+        async with rt.db.read() as conn:
+            pooled = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+        assert pooled == int(BUSY_TIMEOUT * 1000)
 
 
 async def test_a_sqlite_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
@@ -134,10 +139,12 @@ async def test_a_sqlite_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -
     try:
         other.execute("CREATE TABLE t (x)")
         other.execute("BEGIN IMMEDIATE")
-        async with aiosqlite.connect(path, isolation_level=None) as conn:
+        async with aiosqlite.connect(path, isolation_level=None, timeout=0) as conn:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             with pytest.raises(sqlite3.OperationalError, match="locked"):
-                await begin_immediate(conn, busy_timeout=0.05)
-            assert list(await conn.execute_fetchall("PRAGMA busy_timeout")) == [(50,)]
+                await begin_immediate(conn, wait_up_to=0.05)
+            assert loop.time() - started >= 0.05  # it tried until then, not just once
     finally:
         other.close()
 
@@ -149,3 +156,25 @@ def test_an_old_sqlite_is_refused_with_a_clear_error(
     monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
     with pytest.raises(ConfigurationError, match=r"SQLite 3\.35 or newer.*has 3\.31\.1"):
         Database(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+def test_an_in_memory_sqlite_is_refused_with_a_clear_error() -> None:
+    for url in ("sqlite:///:memory:", "sqlite://"):
+        with pytest.raises(ConfigurationError, match=r"in-memory.*sqlite:///bellhook\.db"):
+            Database(url)
+
+
+async def test_the_queue_connection_is_closed_with_the_database(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'closing.db'}")
+    await db.migrate()
+    async with db.direct() as tx:
+        await tx.fetch("SELECT 1")
+    def driver_threads() -> int:
+        return sum("_connection_worker_thread" in t.name for t in threading.enumerate())
+
+    assert driver_threads() >= 2  # the queue's connection and the pool's
+    await db.close()
+    assert driver_threads() == 0
+    async with db.direct() as tx:  # opened anew if used again
+        assert [tuple(r) for r in await tx.fetch("SELECT 1")] == [(1,)]
+    await db.close()

@@ -49,16 +49,17 @@ MIN_SQLITE = (3, 35)
 BUSY_TIMEOUT = 30.0  # seconds a SQLite writer waits for another process's transaction
 
 
+_SQLITE_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # The driver's own transaction handling is off, so that we can say BEGIN IMMEDIATE
     # for writes: a deferred transaction that later writes can fail with SQLITE_BUSY
     # instead of waiting for the lock.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    for pragma in (*_SQLITE_PRAGMAS, f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}"):
+        cursor.execute(pragma)
     cursor.close()
 
 
@@ -78,6 +79,11 @@ class Database:
                 f"bellhook needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (for"
                 f" UPDATE ... RETURNING); this Python has {sqlite3.sqlite_version}"
             )
+        if self.is_sqlite and self.url.database in (None, "", ":memory:"):
+            raise ConfigurationError(
+                "an in-memory SQLite database is private to one connection and lost at"
+                " exit; give bellhook a file: sqlite:///bellhook.db"
+            )
         # hide_parameters: SQL errors must not carry values (secrets) into logs.
         kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if not self.is_sqlite:
@@ -92,6 +98,11 @@ class Database:
         # instead of in SQLite's busy handler, which sleeps and retries (tens of ms each
         # time under contention). Other processes still meet the busy handler.
         self._write_turn = asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
+        # SQLite: direct()'s own connection, outside SQLAlchemy's pool (opened on first
+        # use, under the write turn). A pooled one cost three more trips to the driver's
+        # thread per transaction (the busy timeout off and on again, the pool's rollback
+        # on return), and SQLAlchemy's connection and greenlet around each.
+        self._queue_connection: Any = None
 
     @property
     def dialect(self) -> str:
@@ -118,20 +129,25 @@ class Database:
         conflicts = driver_conflicts(sqlite=self.is_sqlite)
         errors = driver_errors(sqlite=self.is_sqlite)
         try:
-            async with self._write_turn, self.engine.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
-                assert driver is not None  # a live connection from the pool
-                if self.is_sqlite:
-                    await begin_immediate(driver, busy_timeout=BUSY_TIMEOUT)
+            if self.is_sqlite:
+                async with self._write_turn:
+                    queue = await self._sqlite_queue_connection()
+                    await begin_immediate(queue, wait_up_to=BUSY_TIMEOUT)
                     try:
-                        yield SqliteDirect(driver)
+                        yield SqliteDirect(queue)
+                        await queue.commit()
                     except BaseException:
                         # The block's own error (or cancellation) is the one to report.
-                        with contextlib.suppress(*errors):
-                            await driver.rollback()
+                        try:
+                            await queue.rollback()
+                        except BaseException:
+                            # Left in an unknown state: the next transaction opens anew.
+                            await self._close_queue_connection()
                         raise
-                    await driver.commit()
-                else:
+            else:
+                async with self.engine.connect() as conn:
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    assert driver is not None  # a live connection from the pool
                     async with driver.transaction():
                         yield PostgresDirect(driver)
         except conflicts as exc:
@@ -139,6 +155,27 @@ class Database:
             raise IntegrityError("a driver-level statement", None, exc) from exc
         except errors as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
+
+    async def _sqlite_queue_connection(self) -> Any:
+        if self._queue_connection is None:
+            import aiosqlite  # with SQLite only, as SQLAlchemy's dialect does
+
+            connection = await aiosqlite.connect(self.url.database or "", isolation_level=None)
+            try:
+                # No busy timeout: begin_immediate waits for other processes itself.
+                for pragma in (*_SQLITE_PRAGMAS, "PRAGMA busy_timeout=0"):
+                    await connection.execute(pragma)
+            except BaseException:
+                await connection.close()
+                raise
+            self._queue_connection = connection
+        return self._queue_connection
+
+    async def _close_queue_connection(self) -> None:
+        connection, self._queue_connection = self._queue_connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -170,4 +207,5 @@ class Database:
             await conn.run_sync(upgrade_connection)
 
     async def close(self) -> None:
+        await self._close_queue_connection()
         await self.engine.dispose()

@@ -112,35 +112,31 @@ class PostgresDirect(Direct):
         return value.astimezone(UTC)
 
 
-async def begin_immediate(connection: Any, *, busy_timeout: float) -> None:
-    """``BEGIN IMMEDIATE`` on an aiosqlite connection, waiting for another process's
-    write transaction in short asynchronous steps.
+async def begin_immediate(connection: Any, *, wait_up_to: float) -> None:
+    """``BEGIN IMMEDIATE`` on an aiosqlite connection whose busy timeout is 0, waiting
+    for another process's write transaction in short asynchronous steps.
 
     SQLite's own busy handler sleeps 1, 2, 5, 10, 15... ms between tries, in aiosqlite's
     thread. Two worker processes on one file then spent most of their time asleep:
     ``worker --processes 2`` was slower than one process. Here the first tries come
-    0.2 ms apart, the event loop runs meanwhile, and the wait is bounded as before.
-    Only the start of a write transaction can be refused in WAL mode: once it holds
-    the write lock, its statements and its commit never wait for other processes.
+    0.2 ms apart, the event loop runs meanwhile, and the wait is bounded by
+    ``wait_up_to`` seconds. Only the start of a write transaction can be refused in WAL
+    mode: once it holds the write lock, its statements and its commit never wait for
+    other processes.
     """
-    try:
-        # Inside the try: a cancellation while it runs must still restore the timeout.
-        await connection.execute("PRAGMA busy_timeout=0")
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + busy_timeout
-        delay = 0.0002
-        while True:
-            try:
-                await connection.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
-                if not busy or loop.time() >= give_up_at:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.004)
-    finally:
-        await connection.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + wait_up_to
+    delay = 0.0002
+    while True:
+        try:
+            await connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or loop.time() >= give_up_at:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.004)
 
 
 def marks(n: int) -> str:
