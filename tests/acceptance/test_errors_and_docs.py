@@ -89,9 +89,11 @@ async def test_trailing_slash_is_a_404_naming_the_route(service: Any) -> None:
             assert "location" not in resp.headers  # no redirect
             assert error["code"] == "not_found"
             assert f"did you mean {path.rstrip('/')} " in error["message"], error
-        # A path that is wrong with or without the slash gets no suggestion.
-        error = error_of(await client.get("/api/nope/"), 404)
-        assert "did you mean" not in error["message"]
+        # No suggestion for a path that is wrong with or without the slash, nor for one
+        # that does not serve the method either.
+        for method, path in (("GET", "/api/nope/"), ("POST", "/healthz/")):
+            error = error_of(await client.request(method, path), 404)
+            assert "did you mean" not in error["message"], (method, path)
         assert await list_ids(client) == [webhook_id]  # nothing was created or deleted
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -159,22 +158,151 @@ def test_an_old_sqlite_is_refused_with_a_clear_error(
 
 
 def test_an_in_memory_sqlite_is_refused_with_a_clear_error() -> None:
-    for url in ("sqlite:///:memory:", "sqlite://"):
+    for url in (
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:///file:shared?mode=memory&cache=shared&uri=true",
+    ):
         with pytest.raises(ConfigurationError, match=r"in-memory.*sqlite:///bellhook\.db"):
             Database(url)
 
 
-async def test_the_queue_connection_is_closed_with_the_database(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'closing.db'}")
+# The queue's own SQLite connection (Database.direct): white-box where a failure has to
+# be provoked inside it.
+
+
+@pytest.fixture
+async def databases() -> AsyncIterator[Callable[[str], Database]]:
+    """Databases closed at teardown, even after a failed assertion (an open aiosqlite
+    connection's thread would keep the test run from exiting)."""
+    made: list[Database] = []
+
+    def make(url: str) -> Database:
+        made.append(Database(url))
+        return made[-1]
+
+    yield make
+    for db in made:
+        await db.close()
+
+
+async def test_the_queue_connection_is_closed_with_the_database(
+    tmp_path: Path, databases: Callable[[str], Database]
+) -> None:
+    db = databases(f"sqlite:///{tmp_path / 'closing.db'}")
     await db.migrate()
     async with db.direct() as tx:
         await tx.fetch("SELECT 1")
-    def driver_threads() -> int:
-        return sum("_connection_worker_thread" in t.name for t in threading.enumerate())
-
-    assert driver_threads() >= 2  # the queue's connection and the pool's
+    queue = db._queue_connection
+    assert queue is not None and queue._thread.is_alive()
     await db.close()
-    assert driver_threads() == 0
+    assert db._queue_connection is None
+    await asyncio.to_thread(queue._thread.join, 10)  # its thread ends once the queue is read
+    assert not queue._thread.is_alive()
     async with db.direct() as tx:  # opened anew if used again
         assert [tuple(r) for r in await tx.fetch("SELECT 1")] == [(1,)]
+
+
+async def test_close_waits_for_the_transaction_under_way(
+    tmp_path: Path, databases: Callable[[str], Database]
+) -> None:
+    db = databases(f"sqlite:///{tmp_path / 'busy.db'}")
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def transaction() -> list[Any]:
+        async with db.direct() as tx:
+            entered.set()
+            await release.wait()
+            return await tx.fetch("SELECT 1")
+
+    task = asyncio.create_task(transaction())
+    await entered.wait()
+    closing = asyncio.create_task(db.close())
+    try:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not closing.done()  # it waits its turn behind the transaction
+    finally:
+        release.set()
+    assert [tuple(r) for r in await task] == [(1,)]  # which ends normally
+    await closing
+    assert db._queue_connection is None
+
+
+async def test_a_begin_whose_caller_was_cancelled_is_rolled_back(
+    tmp_path: Path, databases: Callable[[str], Database]
+) -> None:
+    """The driver's thread runs a queued BEGIN even after its caller is cancelled (a
+    flush cut short at stop): that transaction must not stay open, holding the write
+    lock for this process and every other."""
+    path = tmp_path / "cancel.db"
+    db = databases(f"sqlite:///{path}")
+    await db.migrate()
+    async with db.direct() as tx:
+        await tx.fetch("SELECT 1")
+    queue = db._queue_connection
+    # A slow statement ahead in the queue connection's thread: the BEGIN waits behind it.
+    slow = asyncio.create_task(
+        queue.execute_fetchall(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 2000000)"
+            " SELECT count(*) FROM n"
+        )
+    )
+
+    async def claim() -> None:
+        async with db.direct() as tx:
+            await tx.fetch("SELECT 1")
+
+    task = asyncio.create_task(claim())
+    for _ in range(3):
+        await asyncio.sleep(0)  # the claim's BEGIN is queued behind the slow statement
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await slow
+    async with db.direct() as tx:  # the next transaction begins normally
+        assert [tuple(r) for r in await tx.fetch("SELECT 1")] == [(1,)]
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # and no lock was left behind
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_a_failed_rollback_closes_the_connection_and_the_next_reopens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databases: Callable[[str], Database]
+) -> None:
+    db = databases(f"sqlite:///{tmp_path / 'rollback.db'}")
+    async with db.direct() as tx:
+        await tx.fetch("SELECT 1")
+    queue = db._queue_connection
+
+    async def failing_rollback() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(queue, "rollback", failing_rollback)
+    with pytest.raises(StorageUnavailable):
+        async with db.direct() as tx:
+            await tx.fetch("SELECT no_such_column")  # the block fails; so does its rollback
+    assert db._queue_connection is None
+    await asyncio.to_thread(queue._thread.join, 10)  # its thread ends once the queue is read
+    assert not queue._thread.is_alive()
+    async with db.direct() as tx:
+        assert [tuple(r) for r in await tx.fetch("SELECT 1")] == [(1,)]
+    assert db._queue_connection is not queue
+
+
+async def test_the_queue_connection_is_opened_from_the_whole_url(
+    tmp_path: Path, databases: Callable[[str], Database]
+) -> None:
+    # A URI filename: the queue's connection and the pool's open the same database (the
+    # pool's reads what the queue wrote).
+    db = databases(f"sqlite:///file:{tmp_path / 'uri.db'}?uri=true&cache=private")
+    async with db.direct() as tx:
+        await tx.fetch("CREATE TABLE probe (x INTEGER)")
+        await tx.execute_many("INSERT INTO probe VALUES (?)", [(1,), (2,)])
+    async with db.read() as conn:
+        assert (await conn.exec_driver_sql("SELECT count(*) FROM probe")).scalar() == 2
     await db.close()
+    assert (tmp_path / "uri.db").exists()

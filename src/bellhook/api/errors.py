@@ -137,7 +137,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
         # No redirect for a trailing slash (create_app): a 307 to a URL built from the
         # Host header can point past a TLS-terminating proxy. Name the route instead.
         bare = path.rstrip("/")
-        if bare != path and bare and _methods_at(request, bare):
+        if bare != path and bare and request.method in _methods_at(request, bare):
             message += f"; did you mean {bare} (without the trailing slash)?"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {path}"

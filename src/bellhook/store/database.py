@@ -79,7 +79,9 @@ class Database:
                 f"bellhook needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer (for"
                 f" UPDATE ... RETURNING); this Python has {sqlite3.sqlite_version}"
             )
-        if self.is_sqlite and self.url.database in (None, "", ":memory:"):
+        if self.is_sqlite and (
+            self.url.database in (None, "", ":memory:") or self.url.query.get("mode") == "memory"
+        ):
             raise ConfigurationError(
                 "an in-memory SQLite database is private to one connection and lost at"
                 " exit; give bellhook a file: sqlite:///bellhook.db"
@@ -132,17 +134,21 @@ class Database:
             if self.is_sqlite:
                 async with self._write_turn:
                     queue = await self._sqlite_queue_connection()
-                    await begin_immediate(queue, wait_up_to=BUSY_TIMEOUT)
                     try:
+                        # Inside the try: a BEGIN whose caller was cancelled still runs
+                        # in the driver's thread, and must not stay open.
+                        await begin_immediate(queue, wait_up_to=BUSY_TIMEOUT)
                         yield SqliteDirect(queue)
                         await queue.commit()
                     except BaseException:
                         # The block's own error (or cancellation) is the one to report.
                         try:
-                            await queue.rollback()
-                        except BaseException:
+                            await queue.rollback()  # nothing to undo: does nothing
+                        except BaseException as failed:
                             # Left in an unknown state: the next transaction opens anew.
                             await self._close_queue_connection()
+                            if isinstance(failed, asyncio.CancelledError):
+                                raise  # a cancellation is never swallowed
                         raise
             else:
                 async with self.engine.connect() as conn:
@@ -160,11 +166,20 @@ class Database:
         if self._queue_connection is None:
             import aiosqlite  # with SQLite only, as SQLAlchemy's dialect does
 
-            connection = await aiosqlite.connect(self.url.database or "", isolation_level=None)
+            # Opened as SQLAlchemy opens the pool's (the URL's query: uri, timeout...).
+            args, options = self.engine.dialect.create_connect_args(self.url)
+            connection = await aiosqlite.connect(*args, **{**options, "isolation_level": None})
             try:
-                # No busy timeout: begin_immediate waits for other processes itself.
+                # No busy timeout: begin_immediate waits for other processes itself. That
+                # holds in WAL mode only, where a transaction that began never waits.
                 for pragma in (*_SQLITE_PRAGMAS, "PRAGMA busy_timeout=0"):
                     await connection.execute(pragma)
+                journal = await connection.execute_fetchall("PRAGMA journal_mode")
+                if [tuple(row) for row in journal] != [("wal",)]:
+                    raise ConfigurationError(
+                        f"SQLite could not put {self.url.database} in WAL mode"
+                        " (a read-only file, or a file system without shared memory)"
+                    )
             except BaseException:
                 await connection.close()
                 raise
@@ -207,5 +222,6 @@ class Database:
             await conn.run_sync(upgrade_connection)
 
     async def close(self) -> None:
-        await self._close_queue_connection()
+        async with self._write_turn:  # never under a transaction, nor an opening
+            await self._close_queue_connection()
         await self.engine.dispose()

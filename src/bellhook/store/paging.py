@@ -26,6 +26,7 @@ def newest_first(
 
 def page_of(rows: Sequence[Row[Any]], limit: int, item: Callable[[Row[Any]], T]) -> Page[T]:
     """The page of ``rows`` (fetched by a ``newest_first`` query) and its next cursor."""
+    assert limit >= 1  # the API's limits start at 1
     items = [item(r) for r in rows[:limit]]
     last = rows[limit - 1] if len(rows) > limit else None
     return Page(items, Cursor(last.created_at, last.id).encode() if last is not None else None)
