@@ -293,7 +293,7 @@ async def test_a_failed_rollback_closes_the_connection_and_the_next_reopens(
     assert db._queue_connection is not queue
 
 
-async def test_the_queue_connection_is_opened_from_the_whole_url(
+async def test_a_uri_filename_is_one_database_for_the_queue_and_the_pool(
     tmp_path: Path, databases: Callable[[str], Database]
 ) -> None:
     # A URI filename: the queue's connection and the pool's open the same database (the

@@ -7,7 +7,7 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
@@ -23,6 +23,9 @@ from bellhook.store.direct import (
     driver_conflicts,
     driver_errors,
 )
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -98,13 +101,17 @@ class Database:
             event.listen(self.engine.sync_engine, "begin", _sqlite_on_begin)
         # SQLite has one writer at a time. Writers of this process queue here, in order,
         # instead of in SQLite's busy handler, which sleeps and retries (tens of ms each
-        # time under contention). Other processes still meet the busy handler.
+        # time under contention). Against other processes, write() still meets the busy
+        # handler; direct() waits in begin_immediate.
         self._write_turn = asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         # SQLite: direct()'s own connection, outside SQLAlchemy's pool (opened on first
         # use, under the write turn). A pooled one cost three more trips to the driver's
         # thread per transaction (the busy timeout off and on again, the pool's rollback
         # on return), and SQLAlchemy's connection and greenlet around each.
-        self._queue_connection: Any = None
+        self._queue_connection: aiosqlite.Connection | None = None
+        # What direct() translates, looked up once rather than per transaction.
+        self._driver_conflicts = driver_conflicts(sqlite=self.is_sqlite)
+        self._driver_errors = driver_errors(sqlite=self.is_sqlite)
 
     @property
     def dialect(self) -> str:
@@ -128,8 +135,6 @@ class Database:
     async def direct(self) -> AsyncIterator[Direct]:
         """A write transaction on the driver's own connection (see ``store.direct``):
         committed on success, rolled back on error."""
-        conflicts = driver_conflicts(sqlite=self.is_sqlite)
-        errors = driver_errors(sqlite=self.is_sqlite)
         try:
             if self.is_sqlite:
                 async with self._write_turn:
@@ -156,13 +161,13 @@ class Database:
                     assert driver is not None  # a live connection from the pool
                     async with driver.transaction():
                         yield PostgresDirect(driver)
-        except conflicts as exc:
+        except self._driver_conflicts as exc:
             # A conflict, for the caller to handle, as from write().
             raise IntegrityError("a driver-level statement", None, exc) from exc
-        except errors as exc:
+        except self._driver_errors as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
 
-    async def _sqlite_queue_connection(self) -> Any:
+    async def _sqlite_queue_connection(self) -> aiosqlite.Connection:
         if self._queue_connection is None:
             import aiosqlite  # with SQLite only, as SQLAlchemy's dialect does
 

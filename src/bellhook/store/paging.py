@@ -17,9 +17,9 @@ def newest_first(
 ) -> Select[Any]:
     """``query`` newest first, from after ``cursor``, one row past ``limit``: that row
     tells whether a next page exists."""
-    keys = tuple_(table.c.created_at, table.c.id)
     query = query.order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1)
     if cursor is not None:
+        keys = tuple_(table.c.created_at, table.c.id)
         query = query.where(keys < tuple_(cursor.created_at, cursor.id))
     return query
 

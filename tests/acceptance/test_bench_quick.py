@@ -1,0 +1,52 @@
+"""`make bench-quick` end to end (issue 6's smoke run): every scenario runs, the table
+and the results are written, and every delivery of the drains arrived once, signed.
+No timing is asserted. It runs in the SQLite pass only: the bench makes its own SQLite
+files, so the PostgreSQL pass would run the same thing again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bench.run import SCENARIOS
+
+from tests.conftest import TEST_DATABASE_URL
+from tests.support import bellhook_env
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results" / "quick"
+
+pytestmark = pytest.mark.skipif(
+    bool(TEST_DATABASE_URL), reason="the SQLite pass runs it; nothing here uses PostgreSQL"
+)
+
+
+def test_bench_quick_runs_every_scenario_and_every_delivery_arrives_once() -> None:
+    # bellhook_env: no BELLHOOK_* variable, so no PostgreSQL rows and no launcher.
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick"],
+        cwd=ROOT,
+        env=bellhook_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,  # the exit status is asserted below, with the output
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| Scenario | Measured | Target |" in done.stdout  # the table is printed
+    summary = json.loads((RESULTS / "summary.json").read_text())
+    assert summary["quick"] is True
+    assert summary["failed"] == []
+    assert {name for name in SCENARIOS if name != "postgres"} <= {
+        p.stem for p in RESULTS.glob("*.json")
+    }
+    throughput = json.loads((RESULTS / "throughput.json").read_text())
+    for workload in ("single", "fanout"):
+        run = throughput[workload]
+        assert run["duplicates"] == 0, workload
+        assert run["receiver"]["bad_signatures"] == 0, workload
+        assert run["receiver"]["unique_deliveries"] == run["deliveries"], workload
+        assert run["db_after"] == {"succeeded": run["deliveries"]}, workload
