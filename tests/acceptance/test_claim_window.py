@@ -61,6 +61,6 @@ async def test_a_webhook_that_outpaces_its_claims_gets_larger_ones(
     assert sum(sizes) == EVENTS - CLAIM_AHEAD
     # It grew (a claim larger than the first window), and not past MAX_AHEAD rounds.
     assert max(sizes) > CLAIM_AHEAD, sizes
-    assert max(sizes) <= MAX_AHEAD, sizes
+    assert max(sizes) <= MAX_AHEAD * 1, sizes  # rounds of 1 slot
     # Doubling: from the first window to MAX_AHEAD's in a few claims, not hundreds.
     assert len(sizes) <= 12, sizes

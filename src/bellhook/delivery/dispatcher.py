@@ -30,6 +30,7 @@ import structlog
 from bellhook.delivery.sender import Sender, build_request
 from bellhook.domain.outcome import AttemptResult, decide, went_unanswered
 from bellhook.domain.retry import RetryPolicy
+from bellhook.domain.windows import ClaimWindows
 from bellhook.errors import BellhookError
 from bellhook.runtime import Runtime
 from bellhook.store.deliveries import Completed, Job
@@ -38,9 +39,8 @@ LOGGER_NAME = "bellhook.delivery"
 log = structlog.get_logger(LOGGER_NAME)
 
 CLAIM_AHEAD = 8  # claim up to this many rounds of slots (in flight + queued)
-MAX_AHEAD = 128  # rounds, for a webhook whose sending outpaces its claims (see _grow)
+MAX_AHEAD = 128  # rounds, for a webhook whose sending outpaces its claims (see _finished)
 REFILL_ROUNDS = 2  # rounds of slots freed before the next claim
-REFILL_SHARE = 8  # or, for a grown window, this fraction of it
 PROBE_SLOTS = 1  # requests at a time to a webhook that stopped answering
 SLOW_AHEAD = 2  # rounds claimed ahead for a webhook whose queue outlived a lease
 FLUSH_EVERY = 0.05  # seconds between outcome writes under load
@@ -82,11 +82,18 @@ class Dispatcher:
         self._marked_lately: set[str] = set()  # marked while a claim was under way
         self._probing: set[str] = set()  # webhooks that stopped answering
         self._slow: set[str] = set()  # webhooks whose queued jobs outlived a lease
-        # Webhooks whose window grew past CLAIM_AHEAD rounds (see _grow), and those grown
-        # since the last claim began (once per claim: it is the claim that was late).
-        self._ahead: dict[str, int] = {}
-        self._grown_lately: set[str] = set()
-        self._max_window = MAX_AHEAD * self._per_webhook
+        # A webhook whose sending outpaces its claims gets a larger window (see
+        # _finished): under load (two worker processes taking turns at the write lock,
+        # an event loop busy with hundreds of responses) a claim takes tens of ms, more
+        # than CLAIM_AHEAD rounds last at thousands a second; and larger claims are
+        # fewer. What the grown windows add stays within half the dispatcher's window.
+        self._windows = ClaimWindows(
+            start=self._per_webhook_window,
+            most=MAX_AHEAD * self._per_webhook,
+            budget=self._window // 2,
+        )
+        # A grown window's job that waited half its time to start: its webhook slowed.
+        self._slowing_slack = timedelta(seconds=rt.settings.delivery_timeout / 2)
         self._releases: set[asyncio.Task[None]] = set()
         self._freed = 0  # slots freed since the last claim
         # Rounds of a webhook's slots: the rounds still queued cover the claim's round
@@ -145,7 +152,7 @@ class Dispatcher:
                     occupied = self._occupied()
                     self._more_due = False
                     self._marked_lately.clear()
-                    self._grown_lately.clear()
+                    self._windows.claim_started()
                     try:
                         jobs = await self.rt.deliveries.claim(
                             now=self.rt.clock(),
@@ -175,7 +182,7 @@ class Dispatcher:
         window (probed, slow) looks fuller by the difference, one with a grown window
         emptier (below zero, if need be)."""
         occupied = dict(self._held)
-        for webhook_id in self._probing | self._slow | self._ahead.keys():
+        for webhook_id in self._probing | self._slow | self._windows.grown():
             occupied[webhook_id] = (
                 self._per_webhook_window
                 - self._window_of(webhook_id)
@@ -188,31 +195,7 @@ class Dispatcher:
             return PROBE_SLOTS
         if webhook_id in self._slow:
             return SLOW_AHEAD * self._per_webhook
-        return self._ahead.get(webhook_id, self._per_webhook_window)
-
-    def _grow(self, webhook_id: str) -> None:
-        """Double the window of a webhook whose queue ran dry while the database holds
-        more of its deliveries: its sending outpaced the claim's round trip, so its slots
-        were about to stand empty. Under load (two worker processes taking turns at the
-        write lock, an event loop busy with hundreds of responses) a claim takes tens of
-        milliseconds, more than CLAIM_AHEAD rounds last at thousands a second. A larger
-        window also means fewer, larger claims. It never grows for a slow or silent
-        receiver (their queues do not run dry), and a webhook found slow goes back to
-        SLOW_AHEAD rounds. What the grown windows add stays within half the dispatcher's
-        window, so that a few fast webhooks turning slow at once cannot hold the whole
-        of it while their jobs wait to be given back."""
-        if (
-            webhook_id in self._grown_lately
-            or webhook_id in self._probing
-            or webhook_id in self._slow
-        ):
-            return
-        window = self._window_of(webhook_id)
-        grown = min(2 * window, self._max_window)
-        added = sum(self._ahead.values()) - len(self._ahead) * self._per_webhook_window
-        if grown > window and added + grown - window <= self._window // 2:
-            self._ahead[webhook_id] = grown
-            self._grown_lately.add(webhook_id)
+        return self._windows.of(webhook_id)
 
     def _mark(self, webhook_id: str) -> None:
         """``webhook_id`` may have due deliveries in the queue that this dispatcher
@@ -236,6 +219,8 @@ class Dispatcher:
             room = self._per_webhook_window - occupied.get(webhook_id, 0)
             if room > 0 and got[webhook_id] < room:
                 self._backlogged.discard(webhook_id)
+                if not cut_short:
+                    self._windows.reset(webhook_id)  # caught up
         for webhook_id, n in got.items():
             if n >= self._per_webhook_window - occupied.get(webhook_id, 0):
                 self._backlogged.add(webhook_id)
@@ -313,6 +298,12 @@ class Dispatcher:
             if candidate.leased_until is not None and candidate.leased_until < send_by:
                 expiring.append(candidate)
                 continue
+            if (
+                candidate.leased_until is not None
+                and candidate.leased_until < send_by + self._slowing_slack
+                and self._windows.is_grown(webhook_id)
+            ):
+                self._slowed(webhook_id, queue)
             job = candidate
             self._in_flight[webhook_id] += 1
             self._in_flight_total += 1
@@ -325,11 +316,21 @@ class Dispatcher:
             self._queued[webhook_id] = self._queued.pop(webhook_id)
         return job
 
+    def _slowed(self, webhook_id: str, queue: deque[Job]) -> None:
+        """A job of a grown window waited half its time to start: the webhook slowed
+        down. Its window goes back to the start, and what it holds beyond that goes
+        back to the queue now, before those jobs' leases run short (which would mark it
+        slow for good)."""
+        self._windows.reset(webhook_id)
+        keep = max(self._windows.of(webhook_id) - self._in_flight[webhook_id] - 1, 0)
+        excess = [queue.pop() for _ in range(len(queue) - keep)] if len(queue) > keep else []
+        self._give_back(excess, reason="slowed")
+
     def _give_back_expiring(self, expiring: list[Job]) -> None:
         if expiring:
             for job in expiring:
                 self._slow.add(job.webhook_id)
-                self._ahead.pop(job.webhook_id, None)
+                self._windows.reset(job.webhook_id)
             self._give_back(expiring, reason="lease_expiring")
 
     async def _idle(self, seconds: float) -> None:
@@ -422,23 +423,27 @@ class Dispatcher:
         self._release_slot(webhook_id)
         if not recorded:
             self._active.discard(job.delivery_id)
-        backlogged = webhook_id in self._backlogged
-        if backlogged and webhook_id not in self._queued:
-            self._grow(webhook_id)  # its slot is about to stand empty
         # Refill in steps, not after every single completion: a claim is a write
-        # transaction, and one per delivery would halve throughput.
+        # transaction, and one per delivery would halve throughput. A webhook's queue
+        # that ran dry while the database holds more of it was outpaced: its window
+        # grows, unless it is probed or slow (their windows are smaller on purpose), or
+        # the dispatcher's own window is what ran out.
         self._freed += 1
-        if (self._more_due or backlogged) and (
-            self._freed >= self._refill_step_of(webhook_id) or not self._held
-        ):
+        step = self._refill_step
+        backlogged = webhook_id in self._backlogged
+        if backlogged:
+            if webhook_id not in self._queued:
+                if not (
+                    webhook_id in self._probing
+                    or webhook_id in self._slow
+                    or self._held_total >= self._window
+                ):
+                    self._windows.grow(webhook_id)
+            else:  # a grown window's claims stay few and large
+                step = self._windows.refill_step(webhook_id, step)
+        if (self._more_due or backlogged) and (self._freed >= step or not self._held):
             self._wake.set()
         return was_full
-
-    def _refill_step_of(self, webhook_id: str) -> int:
-        window = self._ahead.get(webhook_id)
-        if window is None:
-            return self._refill_step
-        return max(self._refill_step, window // REFILL_SHARE)
 
     def _start_probing(self, webhook_id: str, result: AttemptResult) -> None:
         """One request at a time to a webhook that gave no answer; its claimed-ahead
@@ -446,7 +451,7 @@ class Dispatcher:
         if webhook_id in self._probing:
             return
         self._probing.add(webhook_id)
-        self._ahead.pop(webhook_id, None)  # when it answers again, it starts over
+        self._windows.reset(webhook_id)  # when it answers again, it starts over
         queued = list(self._queued.pop(webhook_id, ()))
         log.warning(
             "webhook.not_answering",

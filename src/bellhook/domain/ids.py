@@ -38,13 +38,13 @@ def new_id(prefix: str, *, now_ns: int | None = None) -> str:
 
 
 def new_ids(prefix: str, count: int) -> list[str]:
-    """``count`` fresh ids at once: one read of the system's randomness for all of them."""
+    """``count`` fresh ids at once: one read of the system's randomness, and one base-32
+    encoding, for all of them (base64's base 32 is pure Python: per id, its call was
+    half the cost). 10 bytes an id encode to 16 characters with no padding, so each
+    id's characters stay its own; 14 of them are kept, as in ``new_id``."""
     head = f"{prefix}_{_time_part(time.time_ns() // 1000)}"
-    raw = os.urandom(_RANDOM_BYTES * count)
-    return [
-        head + _random_part(raw[i : i + _RANDOM_BYTES])
-        for i in range(0, _RANDOM_BYTES * count, _RANDOM_BYTES)
-    ]
+    text = base64.b32encode(os.urandom(10 * count)).decode("ascii").lower()
+    return [head + text[i : i + 14] for i in range(0, 16 * count, 16)]
 
 
 def is_wellformed(value: str) -> bool:
