@@ -6,19 +6,45 @@ claim came too late: its window doubles, up to MAX_AHEAD rounds. Here the claims
 held back on purpose (a gate on the repository's ``claim``, released once the
 receiver has every delivery the dispatcher held), so every queue runs dry; everything
 else is real (uvicorn on loopback, SQLite/PostgreSQL, an aiohttp receiver).
+
+A webhook that slows down with a grown window goes back to the first one, and gives
+back what it holds beyond it before those deliveries' leases run short.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+import structlog
+from aiohttp import web
 
 from bellhook.delivery.dispatcher import CLAIM_AHEAD, MAX_AHEAD
 from bellhook.store.deliveries import Job
-from tests.support import Deliver, Start, create_webhook, deliveries, eventually, ok_data
+from tests.support import (
+    Deliver,
+    Hit,
+    Receiver,
+    Start,
+    create_webhook,
+    deliveries,
+    eventually,
+    ok_data,
+)
 
 EVENTS = 300
+
+
+async def publish_batch(api: Any, ids: list[str]) -> None:
+    batch = ok_data(
+        await api.post(
+            "/api/events/batch",
+            json={"events": [{"id": i, "event": "post.created", "data": {}} for i in ids]},
+        ),
+        202,
+    )
+    assert batch["accepted"] == len(ids)
 
 
 async def test_a_webhook_that_outpaces_its_claims_gets_larger_ones(
@@ -42,14 +68,7 @@ async def test_a_webhook_that_outpaces_its_claims_gets_larger_ones(
     monkeypatch.setattr(repository, "claim", late_claim)
     hook = await create_webhook(env.api, rx.url())
     ids = [f"evt_window_{i}" for i in range(EVENTS)]
-    batch = ok_data(
-        await env.api.post(
-            "/api/events/batch",
-            json={"events": [{"id": i, "event": "post.created", "data": {}} for i in ids]},
-        ),
-        202,
-    )
-    assert batch["accepted"] == EVENTS
+    await publish_batch(env.api, ids)
 
     hits = await rx.wait_for_count(EVENTS)
     assert sorted(h.event_id for h in hits) == sorted(ids)  # each once
@@ -64,3 +83,53 @@ async def test_a_webhook_that_outpaces_its_claims_gets_larger_ones(
     assert max(sizes) <= MAX_AHEAD * 1, sizes  # rounds of 1 slot
     # Doubling: from the first window to MAX_AHEAD's in a few claims, not hundreds.
     assert len(sizes) <= 12, sizes
+
+
+async def test_a_grown_window_shrinks_when_its_webhook_slows_down(
+    delivering: Deliver, receivers: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Grown as above, then the receiver takes 0.1 s an answer (one slot, 2 s timeout:
+    a job must start within 2 s of its claim). 30 queued jobs would take 3 s: without
+    the shrink, the last ones' leases run short, they are given back and the webhook
+    is claimed SLOW_AHEAD rounds ahead for good. With it, once a job has waited 1 s,
+    the window goes back to CLAIM_AHEAD and the rest goes back to the queue."""
+    slow = asyncio.Event()
+
+    async def slowing(rx: Receiver, request: web.Request, hit: Hit) -> web.StreamResponse:
+        if slow.is_set():
+            await asyncio.sleep(0.1)  # the receiver's own pace, not a wait of the test
+        return web.Response(text="ok")
+
+    rx = await receivers(slowing)
+    env = await delivering(per_webhook_concurrency=1, delivery_timeout=2.0)
+    repository = env.svc.runtime.deliveries
+    real_claim = repository.claim
+    sizes: list[int] = []
+
+    async def claim(**kwargs: Any) -> list[Job]:
+        if not slow.is_set():  # held back until the queue ran dry, as above
+            await rx.wait_for_count(CLAIM_AHEAD + sum(sizes))
+        jobs: list[Job] = await real_claim(**kwargs)
+        if jobs and not slow.is_set():
+            sizes.append(len(jobs))
+            if len(jobs) >= 4 * CLAIM_AHEAD:
+                slow.set()  # from the next request on
+        return jobs
+
+    monkeypatch.setattr(repository, "claim", claim)
+    hook = await create_webhook(env.api, rx.url())
+    ids = [f"evt_slowing_{i}" for i in range(120)]
+    with structlog.testing.capture_logs() as logs:
+        await publish_batch(env.api, ids)
+        hits = await rx.wait_for_count(len(ids), timeout=60)
+    assert sorted(h.event_id for h in hits) == sorted(ids)  # each once
+    logged = await eventually(
+        lambda: deliveries(env.api, hook["id"], status="succeeded"),
+        lambda items: len(items) == len(ids),
+        what="every delivery logged as succeeded",
+    )
+    assert all(d["attemptCount"] == 1 for d in logged)  # none sent twice
+    assert slow.is_set(), sizes
+    assert "webhook.slowed" in [entry["event"] for entry in logs]
+    # Given back before their leases ran short: the webhook was not marked slow.
+    assert "lease_expiring" not in [entry.get("reason") for entry in logs], logs

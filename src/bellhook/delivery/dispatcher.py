@@ -301,7 +301,10 @@ class Dispatcher:
             if (
                 candidate.leased_until is not None
                 and candidate.leased_until < send_by + self._slowing_slack
-                and self._windows.is_grown(webhook_id)
+                and (
+                    self._windows.is_grown(webhook_id)
+                    or self._held[webhook_id] > self._window_of(webhook_id)
+                )
             ):
                 self._slowed(webhook_id, queue)
             job = candidate
@@ -317,13 +320,17 @@ class Dispatcher:
         return job
 
     def _slowed(self, webhook_id: str, queue: deque[Job]) -> None:
-        """A job of a grown window waited half its time to start: the webhook slowed
+        """A job waited half its time to start, and its webhook has a grown window or
+        holds more than its window (claimed while it was larger): the webhook slowed
         down. Its window goes back to the start, and what it holds beyond that goes
         back to the queue now, before those jobs' leases run short (which would mark it
         slow for good)."""
         self._windows.reset(webhook_id)
-        keep = max(self._windows.of(webhook_id) - self._in_flight[webhook_id] - 1, 0)
-        excess = [queue.pop() for _ in range(len(queue) - keep)] if len(queue) > keep else []
+        keep = max(self._window_of(webhook_id) - self._in_flight[webhook_id] - 1, 0)
+        if len(queue) <= keep:
+            return
+        excess = [queue.pop() for _ in range(len(queue) - keep)]
+        log.info("webhook.slowed", webhook_id=webhook_id, released=len(excess))
         self._give_back(excess, reason="slowed")
 
     def _give_back_expiring(self, expiring: list[Job]) -> None:
