@@ -3,6 +3,10 @@
 - A global limit (``max_concurrency``) and a per-webhook limit: the claim never takes
   more of a webhook's deliveries than it has free slots, so one slow or dead receiver
   fills its own slots and never delays the others.
+- Each webhook's deliveries are claimed a few rounds of its slots ahead, so that the
+  next claim's round trip overlaps with sending. The window grows for a webhook whose
+  sending outpaces its claims, and goes back when it catches up or slows down
+  (``domain.windows``).
 - Outcomes are written in batches by a flusher task; a crash before the write only
   means the delivery is sent again when its lease runs out (at-least-once).
 - A webhook that stops answering (timeouts, refused connections) gets one new request
