@@ -96,7 +96,7 @@ class Dispatcher:
             most=MAX_AHEAD * self._per_webhook,
             budget=self._window // 2,
         )
-        # A grown window's job that waited half its time to start: its webhook slowed.
+        # A job that waited this long of its time to start: its webhook slowed (_slowed).
         self._slowing_slack = timedelta(seconds=rt.settings.delivery_timeout / 2)
         self._releases: set[asyncio.Task[None]] = set()
         self._freed = 0  # slots freed since the last claim
