@@ -92,8 +92,11 @@ async def test_a_grown_window_shrinks_when_its_webhook_slows_down(
     a job must start within 2 s of its claim). 30 queued jobs would take 3 s: without
     the shrink, the last ones' leases run short, they are given back and the webhook
     is claimed SLOW_AHEAD rounds ahead for good. With it, once a job has waited 1 s,
-    the window goes back to CLAIM_AHEAD and the rest goes back to the queue."""
+    the window goes back to CLAIM_AHEAD and the jobs still queued go back to the queue,
+    to be claimed again with fresh leases."""
     slow = asyncio.Event()
+    logs: list[dict[str, Any]] = []
+    after: list[int] = []  # claims once the window went back
 
     async def slowing(rx: Receiver, request: web.Request, hit: Hit) -> web.StreamResponse:
         if slow.is_set():
@@ -109,8 +112,11 @@ async def test_a_grown_window_shrinks_when_its_webhook_slows_down(
     async def claim(**kwargs: Any) -> list[Job]:
         if not slow.is_set():  # held back until the queue ran dry, as above
             await rx.wait_for_count(CLAIM_AHEAD + sum(sizes))
+        shrunk = any(entry["event"] == "webhook.slowed" for entry in logs)
         jobs: list[Job] = await real_claim(**kwargs)
-        if jobs and not slow.is_set():
+        if jobs and shrunk:
+            after.append(len(jobs))
+        elif jobs and not slow.is_set():
             sizes.append(len(jobs))
             if len(jobs) >= 4 * CLAIM_AHEAD:
                 slow.set()  # from the next request on
@@ -119,7 +125,8 @@ async def test_a_grown_window_shrinks_when_its_webhook_slows_down(
     monkeypatch.setattr(repository, "claim", claim)
     hook = await create_webhook(env.api, rx.url())
     ids = [f"evt_slowing_{i}" for i in range(120)]
-    with structlog.testing.capture_logs() as logs:
+    with structlog.testing.capture_logs() as captured:
+        logs = captured
         await publish_batch(env.api, ids)
         hits = await rx.wait_for_count(len(ids), timeout=60)
     assert sorted(h.event_id for h in hits) == sorted(ids)  # each once
@@ -133,3 +140,5 @@ async def test_a_grown_window_shrinks_when_its_webhook_slows_down(
     assert "webhook.slowed" in [entry["event"] for entry in logs]
     # Given back before their leases ran short: the webhook was not marked slow.
     assert "lease_expiring" not in [entry.get("reason") for entry in logs], logs
+    # Claimed again, at the first window (one slot: CLAIM_AHEAD deliveries at most).
+    assert after and max(after) <= CLAIM_AHEAD, after

@@ -97,6 +97,9 @@ class Dispatcher:
             budget=self._window // 2,
         )
         # A job that waited this long of its time to start: its webhook slowed (_slowed).
+        # The last claim was bounded by the dispatcher's own window, not a webhook's: a
+        # queue that runs dry then says nothing of that webhook's window.
+        self._window_bound = False
         self._slowing_slack = timedelta(seconds=rt.settings.delivery_timeout / 2)
         self._releases: set[asyncio.Task[None]] = set()
         self._freed = 0  # slots freed since the last claim
@@ -170,9 +173,11 @@ class Dispatcher:
                         log.warning("dispatcher.claim_failed", error=exc.message)
                         await self._idle(1.0)
                         continue
+                    self._window_bound = len(jobs) >= free
                     self._note_claim(jobs, occupied, cut_short=len(jobs) >= limit)
                 else:
                     self._more_due = True
+                    self._window_bound = True
                 self._enqueue(jobs, reserved=False)
                 self._pump()
                 if len(jobs) < limit or free <= 0:
@@ -223,11 +228,14 @@ class Dispatcher:
             room = self._per_webhook_window - occupied.get(webhook_id, 0)
             if room > 0 and got[webhook_id] < room:
                 self._backlogged.discard(webhook_id)
-                if not cut_short:
-                    self._windows.reset(webhook_id)  # caught up
         for webhook_id, n in got.items():
             if n >= self._per_webhook_window - occupied.get(webhook_id, 0):
                 self._backlogged.add(webhook_id)
+        if not cut_short:
+            # A grown window whose webhook has no more due has caught up: back to the
+            # start (also one that left the backlog in a claim cut short before).
+            for webhook_id in [w for w in self._windows.grown() if w not in self._backlogged]:
+                self._windows.reset(webhook_id)
 
     def _enqueue(self, jobs: list[Job], *, reserved: bool) -> None:
         for job in jobs:
@@ -326,16 +334,17 @@ class Dispatcher:
     def _slowed(self, webhook_id: str, queue: deque[Job]) -> None:
         """A job waited half its time to start, and its webhook has a grown window or
         holds more than its window (claimed while it was larger): the webhook slowed
-        down. Its window goes back to the start, and what it holds beyond that goes
-        back to the queue now, before those jobs' leases run short (which would mark it
-        slow for good)."""
+        down. Its window goes back to the start, and the jobs still queued go back to
+        the queue now, to be claimed again with fresh leases, before theirs run short
+        (which would mark it slow for good). The older ones, kept, would have had half
+        their time left at most."""
         self._windows.reset(webhook_id)
-        keep = max(self._window_of(webhook_id) - self._in_flight[webhook_id] - 1, 0)
-        if len(queue) <= keep:
+        if not queue:
             return
-        excess = [queue.pop() for _ in range(len(queue) - keep)]
-        log.info("webhook.slowed", webhook_id=webhook_id, released=len(excess))
-        self._give_back(excess, reason="slowed")
+        released = list(queue)
+        queue.clear()
+        log.info("webhook.slowed", webhook_id=webhook_id, released=len(released))
+        self._give_back(released, reason="slowed")
 
     def _give_back_expiring(self, expiring: list[Job]) -> None:
         if expiring:
@@ -445,9 +454,7 @@ class Dispatcher:
         if backlogged:
             if webhook_id not in self._queued:
                 if not (
-                    webhook_id in self._probing
-                    or webhook_id in self._slow
-                    or self._held_total >= self._window
+                    webhook_id in self._probing or webhook_id in self._slow or self._window_bound
                 ):
                     self._windows.grow(webhook_id)
             else:  # a grown window's claims stay few and large
