@@ -311,6 +311,18 @@ async def publish(
     return accepted
 
 
+async def publish_batch(api: httpx.AsyncClient, ids: list[str]) -> None:
+    """One ``post.created`` event per id, in one call to ``POST /api/events/batch``."""
+    batch = ok_data(
+        await api.post(
+            "/api/events/batch",
+            json={"events": [{"id": i, "event": "post.created", "data": {}} for i in ids]},
+        ),
+        202,
+    )
+    assert batch["accepted"] == len(ids)
+
+
 async def deliveries(
     api: httpx.AsyncClient, webhook_id: str, **params: Any
 ) -> list[dict[str, Any]]:

@@ -30,21 +30,10 @@ from tests.support import (
     create_webhook,
     deliveries,
     eventually,
-    ok_data,
+    publish_batch,
 )
 
 EVENTS = 300
-
-
-async def publish_batch(api: Any, ids: list[str]) -> None:
-    batch = ok_data(
-        await api.post(
-            "/api/events/batch",
-            json={"events": [{"id": i, "event": "post.created", "data": {}} for i in ids]},
-        ),
-        202,
-    )
-    assert batch["accepted"] == len(ids)
 
 
 async def test_a_webhook_that_outpaces_its_claims_gets_larger_ones(
@@ -95,7 +84,6 @@ async def test_a_grown_window_shrinks_when_its_webhook_slows_down(
     the window goes back to CLAIM_AHEAD and the jobs still queued go back to the queue,
     to be claimed again with fresh leases."""
     slow = asyncio.Event()
-    logs: list[dict[str, Any]] = []
     after: list[int] = []  # claims once the window went back
 
     async def slowing(rx: Receiver, request: web.Request, hit: Hit) -> web.StreamResponse:
@@ -122,11 +110,10 @@ async def test_a_grown_window_shrinks_when_its_webhook_slows_down(
                 slow.set()  # from the next request on
         return jobs
 
-    monkeypatch.setattr(repository, "claim", claim)
-    hook = await create_webhook(env.api, rx.url())
-    ids = [f"evt_slowing_{i}" for i in range(120)]
-    with structlog.testing.capture_logs() as captured:
-        logs = captured
+    with structlog.testing.capture_logs() as logs:  # claim() reads them as they come
+        monkeypatch.setattr(repository, "claim", claim)
+        hook = await create_webhook(env.api, rx.url())
+        ids = [f"evt_slowing_{i}" for i in range(120)]
         await publish_batch(env.api, ids)
         hits = await rx.wait_for_count(len(ids), timeout=60)
     assert sorted(h.event_id for h in hits) == sorted(ids)  # each once

@@ -24,8 +24,8 @@ from tests.support import (
     deliveries,
     eventually,
     fail_first,
-    ok_data,
     publish,
+    publish_batch,
     settled,
 )
 
@@ -73,14 +73,7 @@ async def test_deliveries_beyond_the_dispatchers_room_go_through_the_queue(
     claimed = spy_on_claims(env.svc, monkeypatch)
     hook = await create_webhook(env.api, rx.url())
     ids = [f"evt_room_{i}" for i in range(10)]
-    batch = ok_data(
-        await env.api.post(
-            "/api/events/batch",
-            json={"events": [{"id": i, "event": "post.created", "data": {}} for i in ids]},
-        ),
-        202,
-    )
-    assert batch["accepted"] == 10
+    await publish_batch(env.api, ids)  # asserts all 10 accepted
 
     hits = await rx.wait_for_count(10)
     assert sorted(h.event_id for h in hits) == sorted(ids)  # each once

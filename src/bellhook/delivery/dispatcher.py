@@ -97,10 +97,10 @@ class Dispatcher:
             budget=self._window // 2,
         )
         # A job that waited this long of its time to start: its webhook slowed (_slowed).
+        self._slowing_slack = timedelta(seconds=rt.settings.delivery_timeout / 2)
         # The last claim was bounded by the dispatcher's own window, not a webhook's: a
         # queue that runs dry then says nothing of that webhook's window.
         self._window_bound = False
-        self._slowing_slack = timedelta(seconds=rt.settings.delivery_timeout / 2)
         self._releases: set[asyncio.Task[None]] = set()
         self._freed = 0  # slots freed since the last claim
         # Rounds of a webhook's slots: the rounds still queued cover the claim's round
@@ -173,11 +173,10 @@ class Dispatcher:
                         log.warning("dispatcher.claim_failed", error=exc.message)
                         await self._idle(1.0)
                         continue
-                    self._window_bound = len(jobs) >= free
                     self._note_claim(jobs, occupied, cut_short=len(jobs) >= limit)
                 else:
                     self._more_due = True
-                    self._window_bound = True
+                self._window_bound = len(jobs) >= free  # also when there was no room
                 self._enqueue(jobs, reserved=False)
                 self._pump()
                 if len(jobs) < limit or free <= 0:
@@ -307,18 +306,15 @@ class Dispatcher:
         job = None
         while queue and self._in_flight[webhook_id] < limit:
             candidate = queue.popleft()
-            if candidate.leased_until is not None and candidate.leased_until < send_by:
-                expiring.append(candidate)
-                continue
-            if (
-                candidate.leased_until is not None
-                and candidate.leased_until < send_by + self._slowing_slack
-                and (
-                    self._windows.is_grown(webhook_id)
-                    or self._held[webhook_id] > self._window_of(webhook_id)
-                )
-            ):
-                self._slowed(webhook_id, queue)
+            lease_end = candidate.leased_until
+            if lease_end is not None and lease_end < send_by + self._slowing_slack:
+                if lease_end < send_by:
+                    expiring.append(candidate)
+                    continue
+                if self._windows.is_grown(webhook_id) or (
+                    self._held[webhook_id] > self._window_of(webhook_id)
+                ):
+                    self._slowed(webhook_id, queue)
             job = candidate
             self._in_flight[webhook_id] += 1
             self._in_flight_total += 1
@@ -451,14 +447,12 @@ class Dispatcher:
         self._freed += 1
         step = self._refill_step
         backlogged = webhook_id in self._backlogged
-        if backlogged:
-            if webhook_id not in self._queued:
-                if not (
-                    webhook_id in self._probing or webhook_id in self._slow or self._window_bound
-                ):
-                    self._windows.grow(webhook_id)
-            else:  # a grown window's claims stay few and large
-                step = self._windows.refill_step(webhook_id, step)
+        if backlogged and webhook_id in self._queued:  # a grown window's claims stay large
+            step = self._windows.refill_step(webhook_id, step)
+        elif backlogged and not (
+            webhook_id in self._probing or webhook_id in self._slow or self._window_bound
+        ):
+            self._windows.grow(webhook_id)
         if (self._more_due or backlogged) and (self._freed >= step or not self._held):
             self._wake.set()
         return was_full

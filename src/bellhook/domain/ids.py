@@ -16,7 +16,10 @@ import time
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # base 36, two digits at a time
 _SHAPE = re.compile(r"[a-z]{1,8}_[0-9a-z]{25}")
-_RANDOM_BYTES = 9  # 14 base-32 characters of it are kept: 70 random bits
+# Randomness per id: 10 bytes encode to 16 base-32 characters with no padding, so the
+# ids of one batch never share a character; 14 of them are kept (70 random bits).
+_RANDOM_BYTES = 10
+_RANDOM_CHARS = 14
 
 
 def _time_part(micros: int) -> str:
@@ -28,23 +31,19 @@ def _time_part(micros: int) -> str:
     return "".join(reversed(pairs))[1:]
 
 
-def _random_part(raw: bytes) -> str:
-    return base64.b32encode(raw).decode("ascii")[:14].lower()
-
-
 def new_id(prefix: str, *, now_ns: int | None = None) -> str:
-    micros = (now_ns if now_ns is not None else time.time_ns()) // 1000
-    return f"{prefix}_{_time_part(micros)}{_random_part(os.urandom(_RANDOM_BYTES))}"
+    return new_ids(prefix, 1, now_ns=now_ns)[0]
 
 
-def new_ids(prefix: str, count: int) -> list[str]:
+def new_ids(prefix: str, count: int, *, now_ns: int | None = None) -> list[str]:
     """``count`` fresh ids at once: one read of the system's randomness, and one base-32
     encoding, for all of them (base64's base 32 is pure Python: per id, its call was
-    half the cost). 10 bytes an id encode to 16 characters with no padding, so each
-    id's characters stay its own; 14 of them are kept, as in ``new_id``."""
-    head = f"{prefix}_{_time_part(time.time_ns() // 1000)}"
-    text = base64.b32encode(os.urandom(10 * count)).decode("ascii").lower()
-    return [head + text[i : i + 14] for i in range(0, 16 * count, 16)]
+    half the cost)."""
+    micros = (now_ns if now_ns is not None else time.time_ns()) // 1000
+    head = f"{prefix}_{_time_part(micros)}"
+    text = base64.b32encode(os.urandom(_RANDOM_BYTES * count)).decode("ascii").lower()
+    step = _RANDOM_BYTES * 8 // 5  # characters per id
+    return [head + text[i : i + _RANDOM_CHARS] for i in range(0, step * count, step)]
 
 
 def is_wellformed(value: str) -> bool:
