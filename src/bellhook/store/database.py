@@ -23,6 +23,7 @@ from bellhook.store.direct import (
     driver_conflicts,
     driver_errors,
 )
+from bellhook.store.wal import CHECKPOINT_AFTER, WalCheckpointer
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -74,7 +75,9 @@ def _sqlite_on_begin(conn: Connection) -> None:
 class Database:
     """Owns the engine. Open it in a lifespan, close it at shutdown."""
 
-    def __init__(self, database_url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, database_url: str, *, echo: bool = False, checkpoint_after: float = CHECKPOINT_AFTER
+    ) -> None:
         self.url = async_url(database_url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if self.is_sqlite and sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -109,6 +112,13 @@ class Database:
         # thread per transaction (the busy timeout off and on again, the pool's rollback
         # on return), and SQLAlchemy's connection and greenlet around each.
         self._queue_connection: aiosqlite.Connection | None = None
+        # Copies the log that the queue connection writes, on a connection of its own:
+        # the queue connection never checkpoints (see store.wal).
+        self.checkpointer = (
+            WalCheckpointer(self._open_checkpoints, self._write_turn, after=checkpoint_after)
+            if self.is_sqlite
+            else None
+        )
         # What direct() translates, looked up once rather than per transaction.
         self._driver_conflicts = driver_conflicts(sqlite=self.is_sqlite)
         self._driver_errors = driver_errors(sqlite=self.is_sqlite)
@@ -145,6 +155,8 @@ class Database:
                         await begin_immediate(queue, wait_up_to=BUSY_TIMEOUT)
                         yield SqliteDirect(queue)
                         await queue.commit()
+                        assert self.checkpointer is not None  # SQLite has one
+                        self.checkpointer.written()
                     except BaseException:
                         # The block's own error (or cancellation) is the one to report.
                         try:
@@ -169,27 +181,38 @@ class Database:
 
     async def _sqlite_queue_connection(self) -> aiosqlite.Connection:
         if self._queue_connection is None:
-            import aiosqlite  # with SQLite only, as SQLAlchemy's dialect does
-
-            # Opened as SQLAlchemy opens the pool's (the URL's query: uri, timeout...).
-            args, options = self.engine.dialect.create_connect_args(self.url)
-            connection = await aiosqlite.connect(*args, **{**options, "isolation_level": None})
-            try:
-                # No busy timeout: begin_immediate waits for other processes itself. That
-                # holds in WAL mode only, where a transaction that began never waits.
-                for pragma in (*_SQLITE_PRAGMAS, "PRAGMA busy_timeout=0"):
-                    await connection.execute(pragma)
-                journal = await connection.execute_fetchall("PRAGMA journal_mode")
-                if [tuple(row) for row in journal] != [("wal",)]:
-                    raise ConfigurationError(
-                        f"SQLite could not put {self.url.database} in WAL mode"
-                        " (a read-only file, or a file system without shared memory)"
-                    )
-            except BaseException:
-                await connection.close()
-                raise
-            self._queue_connection = connection
+            # No busy timeout: begin_immediate waits for other processes itself. That
+            # holds in WAL mode only, where a transaction that began never waits. No
+            # automatic checkpoint: the checkpointer copies the log in the background.
+            self._queue_connection = await self._open_sqlite(
+                "PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0"
+            )
         return self._queue_connection
+
+    async def _open_checkpoints(self) -> aiosqlite.Connection:
+        # No busy timeout: a checkpoint that would wait gives up (see store.wal).
+        return await self._open_sqlite("PRAGMA busy_timeout=0")
+
+    async def _open_sqlite(self, *pragmas: str) -> aiosqlite.Connection:
+        """A driver connection outside SQLAlchemy's pool, in WAL mode."""
+        import aiosqlite  # with SQLite only, as SQLAlchemy's dialect does
+
+        # Opened as SQLAlchemy opens the pool's (the URL's query: uri, timeout...).
+        args, options = self.engine.dialect.create_connect_args(self.url)
+        connection = await aiosqlite.connect(*args, **{**options, "isolation_level": None})
+        try:
+            for pragma in (*_SQLITE_PRAGMAS, *pragmas):
+                await connection.execute(pragma)
+            journal = await connection.execute_fetchall("PRAGMA journal_mode")
+            if [tuple(row) for row in journal] != [("wal",)]:
+                raise ConfigurationError(
+                    f"SQLite could not put {self.url.database} in WAL mode"
+                    " (a read-only file, or a file system without shared memory)"
+                )
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
 
     async def _close_queue_connection(self) -> None:
         connection, self._queue_connection = self._queue_connection, None
@@ -229,4 +252,6 @@ class Database:
     async def close(self) -> None:
         async with self._write_turn:  # never under a transaction, nor an opening
             await self._close_queue_connection()
+        if self.checkpointer is not None:
+            await self.checkpointer.close()
         await self.engine.dispose()
