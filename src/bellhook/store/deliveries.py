@@ -16,7 +16,6 @@ from typing import Any
 import structlog
 from sqlalchemy import (
     Select,
-    bindparam,
     delete,
     func,
     select,
@@ -92,6 +91,9 @@ _SCHEDULED_SQL = (
     "UPDATE deliveries SET status = ?, next_attempt_at = ?, schedule_step = ?,"
     " attempt_count = attempt_count + 1, last_status_code = ?, last_error_kind = ?,"
     " updated_at = ? WHERE id = ? AND status = ?"
+)
+_RELEASE_SQL = (
+    "UPDATE deliveries SET next_attempt_at = ? WHERE id = ? AND next_attempt_at = ? AND status = ?"
 )
 _MANUAL_DONE_SQL = (
     "UPDATE deliveries SET status = ?, next_attempt_at = NULL,"
@@ -263,24 +265,21 @@ class DeliveryRepository:
         another worker may have claimed one (and be sending it, or have scheduled its
         retry), and making it due again would have it sent twice.
         """
-        leases = [
-            {"b_id": j.delivery_id, "b_lease": j.leased_until}
+        when = self.db.values.when
+        stored_now = when(now)
+        pending = DeliveryStatus.PENDING.value
+        rows = [
+            (stored_now, j.delivery_id, when(j.leased_until), pending)
             for j in jobs
             if j.leased_until is not None
         ]
-        if not leases:
+        if not rows:
             return
-        async with self.db.write() as conn:
-            await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.id == bindparam("b_id"),
-                    deliveries.c.next_attempt_at == bindparam("b_lease"),
-                    deliveries.c.status == DeliveryStatus.PENDING.value,
-                )
-                .values(next_attempt_at=now),
-                leases,
-            )
+        # On the driver's connection, like the claim. Webhooks that stop answering give
+        # back a claim's worth each, at once: through SQLAlchemy each give-back held the
+        # write turn 1-7 ms, and ingest waited behind them (40 ms for five webhooks).
+        async with self.db.direct() as tx:
+            await tx.execute_many(_RELEASE_SQL, rows)
 
     async def job(self, webhook_id: str, delivery_id: str) -> Job:
         if not is_wellformed(delivery_id):
