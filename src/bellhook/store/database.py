@@ -23,7 +23,7 @@ from bellhook.store.direct import (
     driver_conflicts,
     driver_errors,
 )
-from bellhook.store.wal import CHECKPOINT_AFTER, WalCheckpointer
+from bellhook.store.wal import CHECKPOINT_AFTER, QUEUE_BACKSTOP_PAGES, WalCheckpointer
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -153,10 +153,9 @@ class Database:
                         # Inside the try: a BEGIN whose caller was cancelled still runs
                         # in the driver's thread, and must not stay open.
                         await begin_immediate(queue, wait_up_to=BUSY_TIMEOUT)
+                        changes = queue.total_changes
                         yield SqliteDirect(queue)
                         await queue.commit()
-                        assert self.checkpointer is not None  # SQLite has one
-                        self.checkpointer.written()
                     except BaseException:
                         # The block's own error (or cancellation) is the one to report.
                         try:
@@ -167,6 +166,10 @@ class Database:
                             if isinstance(failed, asyncio.CancelledError):
                                 raise  # a cancellation is never swallowed
                         raise
+                    # Only a commit that wrote has pages for the log: an idle worker's
+                    # empty claims do not wake the checkpointer.
+                    if queue.total_changes != changes and self.checkpointer is not None:
+                        self.checkpointer.written()
             else:
                 async with self.engine.connect() as conn:
                     driver = (await conn.get_raw_connection()).driver_connection
@@ -182,15 +185,16 @@ class Database:
     async def _sqlite_queue_connection(self) -> aiosqlite.Connection:
         if self._queue_connection is None:
             # No busy timeout: begin_immediate waits for other processes itself. That
-            # holds in WAL mode only, where a transaction that began never waits. No
-            # automatic checkpoint: the checkpointer copies the log in the background.
+            # holds in WAL mode only, where a transaction that began never waits. The
+            # checkpointer copies the log in the background; this connection's own
+            # checkpoints are a backstop, should it fail (store.wal).
             self._queue_connection = await self._open_sqlite(
-                "PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0"
+                "PRAGMA busy_timeout=0", f"PRAGMA wal_autocheckpoint={QUEUE_BACKSTOP_PAGES}"
             )
         return self._queue_connection
 
     async def _open_checkpoints(self) -> aiosqlite.Connection:
-        # No busy timeout: a checkpoint that would wait gives up (see store.wal).
+        # No busy timeout: a RESTART checkpoint that would wait does what it can instead.
         return await self._open_sqlite("PRAGMA busy_timeout=0")
 
     async def _open_sqlite(self, *pragmas: str) -> aiosqlite.Connection:
