@@ -1,4 +1,4 @@
-"""SQLite's write-ahead log is copied by the checkpointer, never by the queue's commits
+"""SQLite's write-ahead log is copied by the checkpointer, not in the queue's commits
 (store.wal), on real SQLite files."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ async def write_pages(db: Database, pages: int) -> None:
 
 async def test_queue_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -> None:
     path = tmp_path / "bellhook.db"
+    wal = path.with_name(path.name + "-wal")
     db = Database(f"sqlite:///{path}", checkpoint_after=3600)  # no pass during the test
     try:
         checkpointer = db.checkpointer
@@ -33,7 +34,6 @@ async def test_queue_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -
         await write_pages(db, 2400)
         # SQLite's own checkpoint would have run in a commit past 1,000 pages, and the
         # log would have started over there: the file would hold about 1,000 pages.
-        wal = path.with_name(path.name + "-wal")
         assert wal.stat().st_size > 2000 * PAGE
         assert checkpointer.last is None
 

@@ -113,7 +113,7 @@ class Database:
         # on return), and SQLAlchemy's connection and greenlet around each.
         self._queue_connection: aiosqlite.Connection | None = None
         # Copies the log that the queue connection writes, on a connection of its own:
-        # the queue connection never checkpoints (see store.wal).
+        # the queue connection checkpoints only as a backstop (see store.wal).
         self.checkpointer = (
             WalCheckpointer(self._open_checkpoints, self._write_turn, after=checkpoint_after)
             if self.is_sqlite
