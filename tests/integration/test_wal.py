@@ -120,6 +120,23 @@ async def test_a_commit_is_followed_by_a_checkpoint_in_the_background(tmp_path: 
         await db.close()
 
 
+async def test_a_transaction_that_changed_nothing_wakes_no_checkpoint(tmp_path: Path) -> None:
+    # An idle worker's claims find nothing and commit nothing: no pass for them.
+    db = Database(f"sqlite:///{tmp_path / 'bellhook.db'}", checkpoint_after=0)
+    try:
+        checkpointer = db.checkpointer
+        assert checkpointer is not None
+        async with db.direct() as tx:
+            await tx.fetch("SELECT count(*) FROM sqlite_master")
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "bellhook-wal-checkpoints"]
+        assert not checkpointer.passed.is_set() and checkpointer.last is None
+        await write_pages(db, 8)  # rows changed: a pass follows
+        await asyncio.wait_for(checkpointer.passed.wait(), 10)
+        assert checkpointer.last is not None
+    finally:
+        await db.close()
+
+
 async def test_a_failed_checkpoint_is_logged_and_the_next_pass_reconnects(
     tmp_path: Path,
 ) -> None:
