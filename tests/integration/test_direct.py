@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -135,16 +134,18 @@ async def test_a_sqlite_writer_waits_out_another_process_then_proceeds(tmp_path:
 async def test_a_sqlite_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
     other = sqlite3.connect(path, isolation_level=None)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=0)
     try:
         other.execute("CREATE TABLE t (x)")
         other.execute("BEGIN IMMEDIATE")
-        async with aiosqlite.connect(path, isolation_level=None, timeout=0) as conn:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            with pytest.raises(sqlite3.OperationalError, match="locked"):
-                await begin_immediate(conn, wait_up_to=0.05)
-            assert loop.time() - started >= 0.05  # it tried until then, not just once
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await begin_immediate(conn, wait_up_to=0.05)
+        assert loop.time() - started >= 0.05  # it tried until then, not just once
+        assert not conn.in_transaction
     finally:
+        conn.close()
         other.close()
 
 
@@ -173,8 +174,8 @@ def test_an_in_memory_sqlite_is_refused_with_a_clear_error() -> None:
 
 @pytest.fixture
 async def databases() -> AsyncIterator[Callable[[str], Database]]:
-    """Databases closed at teardown, even after a failed assertion (an open aiosqlite
-    connection's thread would keep the test run from exiting)."""
+    """Databases closed at teardown, even after a failed assertion (the checkpointer's
+    open aiosqlite connection has a thread that would keep the test run from exiting)."""
     made: list[Database] = []
 
     def make(url: str) -> Database:
@@ -194,11 +195,11 @@ async def test_the_queue_connection_is_closed_with_the_database(
     async with db.direct() as tx:
         await tx.fetch("SELECT 1")
     queue = db._queue_connection
-    assert queue is not None and queue._thread.is_alive()
+    assert queue is not None
     await db.close()
     assert db._queue_connection is None
-    await asyncio.to_thread(queue._thread.join, 10)  # its thread ends once the queue is read
-    assert not queue._thread.is_alive()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        queue.execute("SELECT 1")
     async with db.direct() as tx:  # opened anew if used again
         assert [tuple(r) for r in await tx.fetch("SELECT 1")] == [(1,)]
 
@@ -229,39 +230,32 @@ async def test_close_waits_for_the_transaction_under_way(
     assert db._queue_connection is None
 
 
-async def test_a_begin_whose_caller_was_cancelled_is_rolled_back(
+async def test_a_transaction_whose_caller_was_cancelled_is_rolled_back(
     tmp_path: Path, databases: Callable[[str], Database]
 ) -> None:
-    """The driver's thread runs a queued BEGIN even after its caller is cancelled (a
-    flush cut short at stop): that transaction must not stay open, holding the write
-    lock for this process and every other."""
+    """A transaction cancelled while its block awaits (a flush cut short at stop) must not
+    stay open, holding the write lock for this process and every other, nor keep what it
+    wrote."""
     path = tmp_path / "cancel.db"
     db = databases(f"sqlite:///{path}")
     await db.migrate()
     async with db.direct() as tx:
-        await tx.fetch("SELECT 1")
-    queue = db._queue_connection
-    # A slow statement ahead in the queue connection's thread: the BEGIN waits behind it.
-    slow = asyncio.create_task(
-        queue.execute_fetchall(
-            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 2000000)"
-            " SELECT count(*) FROM n"
-        )
-    )
+        await tx.fetch("CREATE TABLE probe (x INTEGER)")
+    entered = asyncio.Event()
 
     async def claim() -> None:
         async with db.direct() as tx:
-            await tx.fetch("SELECT 1")
+            await tx.execute_many("INSERT INTO probe VALUES (?)", [(1,)])
+            entered.set()
+            await asyncio.Event().wait()  # cancelled here, mid-transaction
 
     task = asyncio.create_task(claim())
-    for _ in range(3):
-        await asyncio.sleep(0)  # the claim's BEGIN is queued behind the slow statement
+    await entered.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await slow
     async with db.direct() as tx:  # the next transaction begins normally
-        assert [tuple(r) for r in await tx.fetch("SELECT 1")] == [(1,)]
+        assert [tuple(r) for r in await tx.fetch("SELECT count(*) FROM probe")] == [(0,)]
     other = sqlite3.connect(path, timeout=0, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # and no lock was left behind
@@ -271,23 +265,25 @@ async def test_a_begin_whose_caller_was_cancelled_is_rolled_back(
 
 
 async def test_a_failed_rollback_closes_the_connection_and_the_next_reopens(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, databases: Callable[[str], Database]
+    tmp_path: Path, databases: Callable[[str], Database]
 ) -> None:
     db = databases(f"sqlite:///{tmp_path / 'rollback.db'}")
     async with db.direct() as tx:
         await tx.fetch("SELECT 1")
     queue = db._queue_connection
+    assert queue is not None
 
-    async def failing_rollback() -> None:
-        raise sqlite3.OperationalError("disk I/O error")
+    def no_rollback(action: int, arg: str | None, *_: object) -> int:
+        refused = action == sqlite3.SQLITE_TRANSACTION and arg == "ROLLBACK"
+        return sqlite3.SQLITE_DENY if refused else sqlite3.SQLITE_OK
 
-    monkeypatch.setattr(queue, "rollback", failing_rollback)
+    queue.set_authorizer(no_rollback)
     with pytest.raises(StorageUnavailable):
         async with db.direct() as tx:
             await tx.fetch("SELECT no_such_column")  # the block fails; so does its rollback
     assert db._queue_connection is None
-    await asyncio.to_thread(queue._thread.join, 10)  # its thread ends once the queue is read
-    assert not queue._thread.is_alive()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        queue.execute("SELECT 1")  # closed: what it had begun is undone
     async with db.direct() as tx:
         assert [tuple(r) for r in await tx.fetch("SELECT 1")] == [(1,)]
     assert db._queue_connection is not queue

@@ -72,6 +72,14 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
+def _require_wal(journal: Any, url: URL) -> None:
+    if [tuple(row) for row in journal] != [("wal",)]:
+        raise ConfigurationError(
+            f"SQLite could not put {url.database} in WAL mode"
+            " (a read-only file, or a file system without shared memory)"
+        )
+
+
 class Database:
     """Owns the engine. Open it in a lifespan, close it at shutdown."""
 
@@ -108,10 +116,11 @@ class Database:
         # handler; direct() waits in begin_immediate.
         self._write_turn = asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         # SQLite: direct()'s own connection, outside SQLAlchemy's pool (opened on first
-        # use, under the write turn). A pooled one cost three more trips to the driver's
-        # thread per transaction (the busy timeout off and on again, the pool's rollback
-        # on return), and SQLAlchemy's connection and greenlet around each.
-        self._queue_connection: aiosqlite.Connection | None = None
+        # use, under the write turn), called on the loop's thread (see store.direct). A
+        # pooled one cost three more trips to the driver's thread per transaction (the
+        # busy timeout off and on again, the pool's rollback on return), and
+        # SQLAlchemy's connection and greenlet around each.
+        self._queue_connection: sqlite3.Connection | None = None
         # Copies the log that the queue connection writes, on a connection of its own:
         # the queue connection checkpoints only as a backstop (see store.wal).
         self.checkpointer = (
@@ -150,16 +159,15 @@ class Database:
                 async with self._write_turn:
                     queue = await self._sqlite_queue_connection()
                     try:
-                        # Inside the try: a BEGIN whose caller was cancelled still runs
-                        # in the driver's thread, and must not stay open.
                         await begin_immediate(queue, wait_up_to=BUSY_TIMEOUT)
                         changes = queue.total_changes
                         yield SqliteDirect(queue)
-                        await queue.commit()
+                        queue.execute("COMMIT")
                     except BaseException:
                         # The block's own error (or cancellation) is the one to report.
                         try:
-                            await queue.rollback()  # nothing to undo: does nothing
+                            if queue.in_transaction:
+                                queue.execute("ROLLBACK")
                         except BaseException as failed:
                             # Left in an unknown state: the next transaction opens anew.
                             await self._close_queue_connection()
@@ -182,16 +190,36 @@ class Database:
         except self._driver_errors as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
 
-    async def _sqlite_queue_connection(self) -> aiosqlite.Connection:
+    async def _sqlite_queue_connection(self) -> sqlite3.Connection:
         if self._queue_connection is None:
-            # No busy timeout: begin_immediate waits for other processes itself. That
-            # holds in WAL mode only, where a transaction that began never waits. The
-            # checkpointer copies the log in the background; this connection's own
-            # checkpoints are a backstop, should it fail (store.wal).
-            self._queue_connection = await self._open_sqlite(
-                "PRAGMA busy_timeout=0", f"PRAGMA wal_autocheckpoint={QUEUE_BACKSTOP_PAGES}"
-            )
+            # Opened in a thread: opening may wait for another process's lock (SQLite's
+            # busy handler, for the journal mode). Used on the loop's thread from then on.
+            self._queue_connection = await asyncio.to_thread(self._connect_queue)
         return self._queue_connection
+
+    def _connect_queue(self) -> sqlite3.Connection:
+        # No busy timeout: begin_immediate waits for other processes itself. That holds
+        # in WAL mode only, where a transaction that began never waits. The checkpointer
+        # copies the log in the background; this connection's own checkpoints are a
+        # backstop, should it fail (store.wal).
+        args, options = self.engine.dialect.create_connect_args(self.url)
+        # The URL's options (uri, timeout...), as SQLAlchemy opens the pool's; and
+        # usable on the loop's thread, though opened in another.
+        options = {**options, "isolation_level": None, "check_same_thread": False}
+        (database,) = args
+        connection: sqlite3.Connection = sqlite3.connect(database, **options)
+        try:
+            for pragma in (
+                *_SQLITE_PRAGMAS,
+                "PRAGMA busy_timeout=0",
+                f"PRAGMA wal_autocheckpoint={QUEUE_BACKSTOP_PAGES}",
+            ):
+                connection.execute(pragma)
+            _require_wal(connection.execute("PRAGMA journal_mode").fetchall(), self.url)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
     async def _open_checkpoints(self) -> aiosqlite.Connection:
         # No busy timeout: a RESTART checkpoint that would wait does what it can instead.
@@ -207,12 +235,7 @@ class Database:
         try:
             for pragma in (*_SQLITE_PRAGMAS, *pragmas):
                 await connection.execute(pragma)
-            journal = await connection.execute_fetchall("PRAGMA journal_mode")
-            if [tuple(row) for row in journal] != [("wal",)]:
-                raise ConfigurationError(
-                    f"SQLite could not put {self.url.database} in WAL mode"
-                    " (a read-only file, or a file system without shared memory)"
-                )
+            _require_wal(await connection.execute_fetchall("PRAGMA journal_mode"), self.url)
         except BaseException:
             await connection.close()
             raise
@@ -222,7 +245,7 @@ class Database:
         connection, self._queue_connection = self._queue_connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
-                await connection.close()
+                connection.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

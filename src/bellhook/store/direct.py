@@ -1,13 +1,25 @@
-"""Driver-level statements for the queue's hot path: one round trip per statement.
+"""Driver-level statements for the queue's hot path: the queue's writes and ingest.
 
 The dispatcher claims and records thousands of deliveries a second. Through
 SQLAlchemy's asyncio adapters each statement costs several trips to the driver
 (on SQLite, aiosqlite's thread: a cursor, the statement, the rows, the close), and
 parameter and result processing in Python; together that was more than the HTTP
-request itself. Here the same transaction runs on the driver's own connection,
-taken from SQLAlchemy's pool: aiosqlite's ``execute_fetchall`` / ``executemany``
-(one trip each) and asyncpg's ``fetch`` / ``executemany``. Everything else in the
-store stays on SQLAlchemy Core; the schema is still Alembic's.
+request itself. Here the same transaction runs on the driver's own connection:
+asyncpg's ``fetch`` / ``executemany`` (one round trip each) on PostgreSQL.
+
+On SQLite, the queue's connection is the standard library's, called on the event
+loop's thread. A trip to aiosqlite's thread and back cost 47 µs of CPU and 60-85 µs
+of waiting (two thread wake-ups; measured on the bench's 2-core VM) for statements
+that take 1-50 µs, six of them per ingested event; in the bench, worker throughput
+rose 10-35% and the isolation scenario's p99 fell by half without it (see
+``docs/benchmarks.md``). Nothing here can wait long: the connection has no busy
+timeout (``begin_immediate`` waits for other processes asynchronously), a WAL write
+transaction that began never waits for a lock, commits do not sync to disk
+(``synchronous=NORMAL``), and checkpoints, which do, run on the checkpointer's own
+connection and thread (``store.wal``). The price is that the loop runs nothing else
+while a statement runs: up to a few ms for the largest claims, flushes and batches.
+
+Everything else in the store stays on SQLAlchemy Core; the schema is still Alembic's.
 
 Statements are written once, with ``?`` placeholders (numbered ``$n`` for asyncpg),
 and values go in and come out as the driver has them: ``when()`` and ``datetime_of()``
@@ -51,15 +63,15 @@ class Direct:
 
 
 class SqliteDirect(Direct):
-    def __init__(self, connection: Any) -> None:
-        self._conn = connection  # an aiosqlite.Connection
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._conn = connection  # the queue's own, used on the event loop's thread
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(await self._conn.execute_fetchall(sql, params))
+        return self._conn.execute(sql, params).fetchall()
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
-            await self._conn.executemany(sql, rows)
+            self._conn.executemany(sql, rows)
 
     @staticmethod
     def when(value: datetime | None) -> str | None:
@@ -112,14 +124,14 @@ class PostgresDirect(Direct):
         return value.astimezone(UTC)
 
 
-async def begin_immediate(connection: Any, *, wait_up_to: float) -> None:
-    """``BEGIN IMMEDIATE`` on an aiosqlite connection whose busy timeout is 0, waiting
-    for another process's write transaction in short asynchronous steps.
+async def begin_immediate(connection: sqlite3.Connection, *, wait_up_to: float) -> None:
+    """``BEGIN IMMEDIATE`` on a SQLite connection whose busy timeout is 0, waiting for
+    another process's write transaction in short asynchronous steps.
 
-    SQLite's own busy handler sleeps 1, 2, 5, 10, 15... ms between tries, in aiosqlite's
-    thread. Two worker processes on one file then spent most of their time asleep:
-    ``worker --processes 2`` was slower than one process. Here the first tries come
-    0.2 ms apart, the event loop runs meanwhile, and the wait is bounded by
+    SQLite's own busy handler sleeps 1, 2, 5, 10, 15... ms between tries (and would
+    block the event loop meanwhile). Two worker processes on one file then spent most
+    of their time asleep: ``worker --processes 2`` was slower than one process. Here
+    the first tries come 0.2 ms apart, the event loop runs meanwhile, and the wait is bounded by
     ``wait_up_to`` seconds. Only the start of a write transaction can be refused in WAL
     mode: once it holds the write lock, its statements and its commit never wait for
     other processes.
@@ -129,7 +141,7 @@ async def begin_immediate(connection: Any, *, wait_up_to: float) -> None:
     delay = 0.0002
     while True:
         try:
-            await connection.execute("BEGIN IMMEDIATE")
+            connection.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
             busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
