@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,8 +19,15 @@ from sqlalchemy.exc import IntegrityError
 from bellhook.config import Settings
 from bellhook.errors import ConfigurationError, StorageUnavailable
 from bellhook.runtime import open_runtime
+from bellhook.store import database as database_module
 from bellhook.store.database import BUSY_TIMEOUT, Database
-from bellhook.store.direct import PostgresDirect, begin_immediate
+from bellhook.store.direct import (
+    THREAD_AT,
+    PostgresDirect,
+    SqliteDirect,
+    begin_immediate,
+    marks,
+)
 from bellhook.store.tables import webhooks
 from tests.support import admin_webhook
 
@@ -302,3 +310,111 @@ async def test_a_uri_filename_is_one_database_for_the_queue_and_the_pool(
         assert (await conn.exec_driver_sql("SELECT count(*) FROM probe")).scalar() == 2
     await db.close()
     assert (tmp_path / "uri.db").exists()
+
+
+async def test_a_failed_commit_is_rolled_back_and_the_next_transaction_begins(
+    tmp_path: Path, databases: Callable[[str], Database]
+) -> None:
+    # A deferred foreign key is checked at COMMIT: the commit itself fails. The
+    # transaction must not stay open on the connection.
+    db = databases(f"sqlite:///{tmp_path / 'commit.db'}")
+    async with db.direct() as tx:
+        await tx.fetch("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        await tx.fetch(
+            "CREATE TABLE child (parent_id INTEGER"
+            " REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    with pytest.raises(IntegrityError):
+        async with db.direct() as tx:
+            await tx.execute_many("INSERT INTO child VALUES (?)", [(7,)])
+    async with db.direct() as tx:
+        assert [tuple(r) for r in await tx.fetch("SELECT count(*) FROM child")] == [(0,)]
+
+
+async def test_large_statements_and_their_commit_run_beside_the_event_loop(
+    tmp_path: Path, databases: Callable[[str], Database]
+) -> None:
+    """Statements of THREAD_AT rows or more run in a thread, and so does the commit
+    after them; smaller ones run on the loop's thread."""
+    db = databases(f"sqlite:///{tmp_path / 'large.db'}")
+    async with db.direct() as tx:
+        await tx.fetch("CREATE TABLE t (x INTEGER)")
+    queue = db._queue_connection
+    assert queue is not None
+    on_loop: list[bool] = []
+
+    def where(x: int) -> int:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        return x
+
+    queue.create_function("where_am_i", 1, where)
+    insert = "INSERT INTO t VALUES (where_am_i(?))"
+    for rows in (THREAD_AT - 1, THREAD_AT):
+        on_loop.clear()
+        async with db.direct() as tx:
+            await tx.execute_many(insert, [(i,) for i in range(rows)])
+            assert isinstance(tx, SqliteDirect) and tx.heavy is (rows >= THREAD_AT)
+        assert set(on_loop) == {rows < THREAD_AT}
+    on_loop.clear()
+    async with db.direct() as tx:
+        await tx.fetch("SELECT where_am_i(?) FROM t LIMIT 1", [1])
+        await tx.fetch(
+            f"SELECT where_am_i(1) FROM t WHERE x IN ({marks(THREAD_AT)}) LIMIT 1",
+            list(range(THREAD_AT)),
+        )
+    assert on_loop == [True, False]
+
+
+async def test_the_commit_that_starts_the_log_over_runs_in_a_thread(
+    tmp_path: Path, databases: Callable[[str], Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With synchronous=NORMAL, that commit syncs the new log header to disk.
+    db = databases(f"sqlite:///{tmp_path / 'restart.db'}")
+    async with db.direct() as tx:
+        await tx.fetch("CREATE TABLE t (x INTEGER)")
+    checkpointer = db.checkpointer
+    assert checkpointer is not None
+    sent: list[tuple[Any, ...]] = []
+
+    async def spy(function: Callable[..., Any], *args: Any) -> Any:
+        sent.append(args)
+        return function(*args)
+
+    monkeypatch.setattr(database_module, "in_thread", spy)
+    last = await checkpointer.checkpoint()
+    assert last.copied_frames == last.log_frames > 0 and checkpointer.log_copied
+    async with db.direct() as tx:  # reads only: the log does not start over here
+        await tx.fetch("SELECT count(*) FROM t")
+    assert sent == [] and checkpointer.log_copied
+    for _ in range(2):
+        async with db.direct() as tx:
+            await tx.execute_many("INSERT INTO t VALUES (?)", [(1,)])
+    assert sent == [("COMMIT",)]  # the first commit that wrote, not the second
+    assert not checkpointer.log_copied
+
+
+async def test_a_connection_opened_for_a_cancelled_caller_is_closed_with_the_database(
+    tmp_path: Path, databases: Callable[[str], Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = databases(f"sqlite:///{tmp_path / 'opening.db'}")
+    started, release = threading.Event(), threading.Event()
+    opened: list[sqlite3.Connection] = []
+    connect = db._connect_queue
+
+    def slow_connect() -> sqlite3.Connection:
+        started.set()
+        release.wait(10)
+        opened.append(connect())
+        return opened[-1]
+
+    monkeypatch.setattr(db, "_connect_queue", slow_connect)
+    caller = asyncio.create_task(db.direct().__aenter__())
+    assert await asyncio.to_thread(started.wait, 10)  # the opening is under way
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    release.set()
+    await db.close()
+    assert len(opened) == 1
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        opened[0].execute("SELECT 1")

@@ -181,6 +181,10 @@ class Dispatcher:
                 self._pump()
                 if len(jobs) < limit or free <= 0:
                     await self._idle(settings.poll_interval)
+                else:
+                    # Another claim at once, but the sends just started go first: on
+                    # SQLite a claim does not wait on anything (store.direct).
+                    await asyncio.sleep(0)
         finally:
             if self.rt.events.handoff is self:
                 self.rt.events.handoff = None

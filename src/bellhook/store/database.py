@@ -22,6 +22,7 @@ from bellhook.store.direct import (
     begin_immediate,
     driver_conflicts,
     driver_errors,
+    in_thread,
 )
 from bellhook.store.wal import CHECKPOINT_AFTER, QUEUE_BACKSTOP_PAGES, WalCheckpointer
 
@@ -121,6 +122,7 @@ class Database:
         # busy timeout off and on again, the pool's rollback on return), and
         # SQLAlchemy's connection and greenlet around each.
         self._queue_connection: sqlite3.Connection | None = None
+        self._opening: asyncio.Future[sqlite3.Connection] | None = None
         # Copies the log that the queue connection writes, on a connection of its own:
         # the queue connection checkpoints only as a backstop (see store.wal).
         self.checkpointer = (
@@ -161,8 +163,12 @@ class Database:
                     try:
                         await begin_immediate(queue, wait_up_to=BUSY_TIMEOUT)
                         changes = queue.total_changes
-                        yield SqliteDirect(queue)
-                        queue.execute("COMMIT")
+                        tx = SqliteDirect(queue)
+                        yield tx
+                        if tx.heavy or (queue.total_changes != changes and self._log_restarts()):
+                            await in_thread(queue.execute, "COMMIT")
+                        else:
+                            queue.execute("COMMIT")
                     except BaseException:
                         # The block's own error (or cancellation) is the one to report.
                         try:
@@ -190,11 +196,31 @@ class Database:
         except self._driver_errors as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
 
+    def _log_restarts(self) -> bool:
+        """Whether this commit starts the log over (and syncs its header): the first
+        one that writes after a checkpoint copied all of it."""
+        checkpointer = self.checkpointer
+        if checkpointer is None or not checkpointer.log_copied:
+            return False
+        checkpointer.log_copied = False
+        return True
+
     async def _sqlite_queue_connection(self) -> sqlite3.Connection:
         if self._queue_connection is None:
             # Opened in a thread: opening may wait for another process's lock (SQLite's
-            # busy handler, for the journal mode). Used on the loop's thread from then on.
-            self._queue_connection = await asyncio.to_thread(self._connect_queue)
+            # busy handler, for the journal mode). Used on the loop's thread from then
+            # on. Shielded: a caller cancelled meanwhile leaves it to the next one (or
+            # to close()), rather than to the garbage collector.
+            if self._opening is None:
+                self._opening = asyncio.ensure_future(asyncio.to_thread(self._connect_queue))
+            opening = self._opening
+            try:
+                connection = await asyncio.shield(opening)
+            finally:
+                if opening.done() and self._opening is opening:
+                    self._opening = None
+            if self._queue_connection is None:
+                self._queue_connection = connection
         return self._queue_connection
 
     def _connect_queue(self) -> sqlite3.Connection:
@@ -242,6 +268,11 @@ class Database:
         return connection
 
     async def _close_queue_connection(self) -> None:
+        opening, self._opening = self._opening, None
+        if opening is not None:  # its caller was cancelled: nobody else will close it
+            await asyncio.wait({opening})
+            if not opening.cancelled() and opening.exception() is None:
+                opening.result().close()
         connection, self._queue_connection = self._queue_connection, None
         if connection is not None:
             with contextlib.suppress(Exception):

@@ -12,12 +12,19 @@ loop's thread. A trip to aiosqlite's thread and back cost 47 µs of CPU and 60-8
 of waiting (two thread wake-ups; measured on the bench's 2-core VM) for statements
 that take 1-50 µs, six of them per ingested event; in the bench, worker throughput
 rose 10-35% and the isolation scenario's p99 fell by half without it (see
-``docs/benchmarks.md``). Nothing here can wait long: the connection has no busy
-timeout (``begin_immediate`` waits for other processes asynchronously), a WAL write
-transaction that began never waits for a lock, commits do not sync to disk
-(``synchronous=NORMAL``), and checkpoints, which do, run on the checkpointer's own
-connection and thread (``store.wal``). The price is that the loop runs nothing else
-while a statement runs: up to a few ms for the largest claims, flushes and batches.
+``docs/benchmarks.md``). What could wait or take long goes to a thread instead:
+- waiting for another process's write lock: the connection has no busy timeout, and
+  ``begin_immediate`` retries asynchronously (a WAL write transaction that began never
+  waits for a lock);
+- statements with ``THREAD_AT`` rows or parameters or more, and the commit after them;
+- the commit that starts the log over after a checkpoint, which syncs the log's header
+  (``synchronous=NORMAL`` syncs nothing else at commit); checkpoints themselves run on
+  the checkpointer's own connection and thread (``store.wal``).
+Smaller statements hold the loop for what they take: a claim of a few dozen
+deliveries about a millisecond, the largest claims (256 deliveries, across dozens of
+webhooks) and flushes (500 outcomes) 5-20 ms. One exception: should the checkpointer fall behind
+or fail, the connection's backstop checkpoint (every 10,000 pages of log) runs in a
+commit on the loop, about 100 ms for 40 MB.
 
 Everything else in the store stays on SQLAlchemy Core; the schema is still Alembic's.
 
@@ -30,15 +37,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
 from bellhook.store.tables import aware
 
 Row = Sequence[Any]
+T = TypeVar("T")
 
 
 class Direct:
@@ -62,15 +70,30 @@ class Direct:
         raise NotImplementedError
 
 
+# Statements with at least this many rows (or parameters) run in a thread: a batch
+# of events fanned out to many webhooks would hold the event loop for a tenth of a
+# second or more. Not smaller ones: a thread binds each row's parameters under the GIL,
+# and waits for it while the loop is busy. With 128, flushes of outcomes and leases
+# went to the thread, and ten webhooks' drains ran 20-40% slower (alternated runs).
+THREAD_AT = 1000
+
+
 class SqliteDirect(Direct):
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._conn = connection  # the queue's own, used on the event loop's thread
+        self.heavy = False  # a statement went to a thread: the commit goes too
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        if len(params) >= THREAD_AT:
+            self.heavy = True
+            return await in_thread(_fetch_all, self._conn, sql, params)
         return self._conn.execute(sql, params).fetchall()
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
+        if len(rows) >= THREAD_AT:
+            self.heavy = True
+            await in_thread(self._conn.executemany, sql, rows)
+        elif rows:
             self._conn.executemany(sql, rows)
 
     @staticmethod
@@ -87,6 +110,22 @@ class SqliteDirect(Direct):
         if value is None:
             return None
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _fetch_all(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Row]:
+    return connection.execute(sql, params).fetchall()
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` on the queue's connection, in a thread. A caller cancelled
+    meanwhile still waits for it to end: the connection's next statement (the
+    rollback) must not run beside it."""
+    task = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
 
 
 class PostgresDirect(Direct):

@@ -88,9 +88,10 @@ class EventRepository:
         """Ingest one event, in one transaction with the events other requests publish at
         the same moment (group commit).
 
-        A lone event is committed at once; under load, the events that arrive while a
-        commit runs share the next one, so a transaction costs once per group instead of
-        once per event. Each caller returns only once its event is committed.
+        A lone event is committed at once; under load, the events whose requests are
+        ready together share a commit (on PostgreSQL, also those that arrive while one
+        runs), so a transaction costs once per group instead of once per event. Each
+        caller returns only once its event is committed.
         """
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._waiting.append((event, now, future))

@@ -69,6 +69,9 @@ class WalCheckpointer:
         self._written = asyncio.Event()
         self.last: Checkpoint | None = None  # the newest checkpoint
         self.passed = asyncio.Event()  # set after each background pass (tests await it)
+        # All of the log was copied: the next commit that writes starts it over, and
+        # syncs its new header (the queue connection then commits in a thread).
+        self.log_copied = False
 
     def written(self) -> None:
         """A commit added pages to the log: copy them soon (starts the loop if needed)."""
@@ -97,6 +100,8 @@ class WalCheckpointer:
             rows = list(await self._connection.execute_fetchall("PRAGMA wal_checkpoint(RESTART)"))
         busy, log_frames, copied = rows[0]
         self.last = Checkpoint(bool(busy), int(log_frames), int(copied))
+        if not busy and log_frames > 0 and copied == log_frames:
+            self.log_copied = True
         return self.last
 
     async def _run(self) -> None:
