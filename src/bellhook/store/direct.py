@@ -10,23 +10,23 @@ asyncpg's ``fetch`` / ``executemany`` (one round trip each) on PostgreSQL.
 On SQLite, the queue's connection is the standard library's, called on the event
 loop's thread. A trip to aiosqlite's thread and back cost 47 µs of CPU and 60-85 µs
 of waiting (two thread wake-ups; measured on the bench's 2-core VM) for statements
-that take 1-50 µs, six of them per ingested event; in the bench, worker throughput
-rose 10-35% and the isolation scenario's p99 fell by half without it (see
-``docs/benchmarks.md``). What could wait or take long goes to a thread instead:
-- waiting for another process's write lock: the connection has no busy timeout, and
+that take 1-50 µs, six of them per ingested event. Without it, in alternated runs of
+the bench, worker throughput rose 10-35% and the isolation scenario's p99 fell by half
+or more (``docs/benchmarks.md``). What could wait or take long does not hold the loop:
+- another process's write lock: the connection has no busy timeout, and
   ``begin_immediate`` retries asynchronously (a WAL write transaction that began never
   waits for a lock);
 - statements of ``THREAD_AT`` rows or parameters or more (a batch fanned out to five
-  webhooks or more), and the commit after them;
-- the commit that starts the log over after a checkpoint, which syncs the log's header
-  (``synchronous=NORMAL`` syncs nothing else at commit); checkpoints themselves run on
-  the checkpointer's own connection and thread (``store.wal``).
+  webhooks or more), and the commit after them, run in a thread;
+- so does the commit that starts the log over after a checkpoint, which syncs the log's
+  header (``synchronous=NORMAL`` syncs nothing else at commit); checkpoints themselves
+  run on the checkpointer's own connection and thread (``store.wal``).
 Smaller statements hold the loop for what they take: a claim of a few dozen
 deliveries about a millisecond, the largest claims (256 deliveries, across dozens of
 webhooks) and flushes (500 outcomes) 5-20 ms, a batch of 1,000 events to one webhook
-about 30 ms. One exception: should the checkpointer fall behind
-or fail, the connection's backstop checkpoint (every 10,000 pages of log) runs in a
-commit on the loop, about 100 ms for 40 MB.
+about 30 ms. One exception: should the checkpointer fall behind or fail, the
+connection's backstop checkpoint (every 10,000 pages of log) runs in a commit on the
+loop, about 100 ms for 40 MB.
 
 Everything else in the store stays on SQLAlchemy Core; the schema is still Alembic's.
 
