@@ -165,7 +165,8 @@ class Database:
                         changes = queue.total_changes
                         tx = SqliteDirect(queue)
                         yield tx
-                        if tx.heavy or (queue.total_changes != changes and self._log_restarts()):
+                        wrote = queue.total_changes != changes
+                        if tx.heavy or (wrote and self._log_restarts()):
                             await in_thread(queue.execute, "COMMIT")
                         else:
                             queue.execute("COMMIT")
@@ -182,7 +183,7 @@ class Database:
                         raise
                     # Only a commit that wrote has pages for the log: an idle worker's
                     # empty claims do not wake the checkpointer.
-                    if queue.total_changes != changes and self.checkpointer is not None:
+                    if wrote and self.checkpointer is not None:
                         self.checkpointer.written()
             else:
                 async with self.engine.connect() as conn:
@@ -213,14 +214,12 @@ class Database:
             # to close()), rather than to the garbage collector.
             if self._opening is None:
                 self._opening = asyncio.ensure_future(asyncio.to_thread(self._connect_queue))
-            opening = self._opening
+            # Under the write turn: no other caller, nor close(), runs meanwhile.
             try:
-                connection = await asyncio.shield(opening)
+                self._queue_connection = await asyncio.shield(self._opening)
             finally:
-                if opening.done() and self._opening is opening:
+                if self._opening.done():  # opened, or failed: the next call starts anew
                     self._opening = None
-            if self._queue_connection is None:
-                self._queue_connection = connection
         return self._queue_connection
 
     def _connect_queue(self) -> sqlite3.Connection:
