@@ -195,15 +195,21 @@ async def databases() -> AsyncIterator[Callable[[str], Database]]:
         await db.close()
 
 
+async def queue_of(db: Database, first: str = "SELECT 1") -> sqlite3.Connection:
+    """The queue's own connection, opened by a transaction that runs ``first``."""
+    async with db.direct() as tx:
+        await tx.fetch(first)
+    queue = db._queue_connection
+    assert queue is not None
+    return queue
+
+
 async def test_the_queue_connection_is_closed_with_the_database(
     tmp_path: Path, databases: Callable[[str], Database]
 ) -> None:
     db = databases(f"sqlite:///{tmp_path / 'closing.db'}")
     await db.migrate()
-    async with db.direct() as tx:
-        await tx.fetch("SELECT 1")
-    queue = db._queue_connection
-    assert queue is not None
+    queue = await queue_of(db)
     await db.close()
     assert db._queue_connection is None
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
@@ -276,10 +282,7 @@ async def test_a_failed_rollback_closes_the_connection_and_the_next_reopens(
     tmp_path: Path, databases: Callable[[str], Database]
 ) -> None:
     db = databases(f"sqlite:///{tmp_path / 'rollback.db'}")
-    async with db.direct() as tx:
-        await tx.fetch("SELECT 1")
-    queue = db._queue_connection
-    assert queue is not None
+    queue = await queue_of(db)
 
     def no_rollback(action: int, arg: str | None, *_: object) -> int:
         refused = action == sqlite3.SQLITE_TRANSACTION and arg == "ROLLBACK"
@@ -337,10 +340,7 @@ async def test_large_statements_and_their_commit_run_beside_the_event_loop(
     """Statements of THREAD_AT rows or more run in a thread, and so does the commit
     after them; smaller ones run on the loop's thread."""
     db = databases(f"sqlite:///{tmp_path / 'large.db'}")
-    async with db.direct() as tx:
-        await tx.fetch("CREATE TABLE t (x INTEGER)")
-    queue = db._queue_connection
-    assert queue is not None
+    queue = await queue_of(db, "CREATE TABLE t (x INTEGER)")
     on_loop: list[bool] = []
 
     def where(x: int) -> int:

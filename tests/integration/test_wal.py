@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -13,6 +15,18 @@ from bellhook.store.database import Database
 from bellhook.store.wal import WalCheckpointer
 
 PAGE = 4096  # SQLite's default page size
+
+
+@asynccontextmanager
+async def checkpointed(path: Path, after: float) -> AsyncIterator[tuple[Database, WalCheckpointer]]:
+    """A database on ``path`` whose checkpointer passes ``after`` seconds after a commit;
+    closed at the end of the block."""
+    db = Database(f"sqlite:///{path}", checkpoint_after=after)
+    try:
+        assert db.checkpointer is not None
+        yield db, db.checkpointer
+    finally:
+        await db.close()
 
 
 async def write_pages(db: Database, pages: int) -> None:
@@ -27,10 +41,8 @@ async def write_pages(db: Database, pages: int) -> None:
 async def test_queue_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -> None:
     path = tmp_path / "bellhook.db"
     wal = path.with_name(path.name + "-wal")
-    db = Database(f"sqlite:///{path}", checkpoint_after=3600)  # no pass during the test
-    try:
-        checkpointer = db.checkpointer
-        assert checkpointer is not None
+    # No pass during the test.
+    async with checkpointed(path, after=3600) as (db, checkpointer):
         await write_pages(db, 2400)
         # SQLite's own checkpoint would have run in a commit past 1,000 pages, and the
         # log would have started over there: the file would hold about 1,000 pages.
@@ -48,8 +60,6 @@ async def test_queue_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -
         again = await checkpointer.checkpoint()
         assert 0 < again.log_frames < 50
         assert again.copied_frames == again.log_frames
-    finally:
-        await db.close()
     # SQLite's last connection copied what was left and removed the log.
     assert not wal.exists() or wal.stat().st_size == 0
     async with aiosqlite.connect(path) as check:
@@ -109,26 +119,18 @@ async def test_the_log_starts_over_while_the_queue_keeps_writing(tmp_path: Path)
 
 
 async def test_a_commit_is_followed_by_a_checkpoint_in_the_background(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'bellhook.db'}", checkpoint_after=0.01)
-    try:
-        checkpointer = db.checkpointer
-        assert checkpointer is not None
+    async with checkpointed(tmp_path / "bellhook.db", after=0.01) as (db, checkpointer):
         await write_pages(db, 80)
         await asyncio.wait_for(checkpointer.passed.wait(), 10)
         last = checkpointer.last
         assert last is not None and not last.busy
         assert last.log_frames > 0
         assert last.copied_frames == last.log_frames
-    finally:
-        await db.close()
 
 
 async def test_a_transaction_that_changed_nothing_wakes_no_checkpoint(tmp_path: Path) -> None:
     # An idle worker's claims find nothing and commit nothing: no pass for them.
-    db = Database(f"sqlite:///{tmp_path / 'bellhook.db'}", checkpoint_after=0)
-    try:
-        checkpointer = db.checkpointer
-        assert checkpointer is not None
+    async with checkpointed(tmp_path / "bellhook.db", after=0) as (db, checkpointer):
         async with db.direct() as tx:
             await tx.fetch("SELECT count(*) FROM sqlite_master")
         assert not [t for t in asyncio.all_tasks() if t.get_name() == "bellhook-wal-checkpoints"]
@@ -136,8 +138,6 @@ async def test_a_transaction_that_changed_nothing_wakes_no_checkpoint(tmp_path: 
         await write_pages(db, 8)  # rows changed: a pass follows
         await asyncio.wait_for(checkpointer.passed.wait(), 10)
         assert checkpointer.last is not None
-    finally:
-        await db.close()
 
 
 async def test_a_failed_checkpoint_is_logged_and_the_next_pass_reconnects(
