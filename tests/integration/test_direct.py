@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from bellhook.config import Settings
+from bellhook.domain.timefmt import iso_utc
 from bellhook.errors import ConfigurationError, StorageUnavailable
 from bellhook.runtime import open_runtime
 from bellhook.store import database as database_module
@@ -99,6 +100,32 @@ async def test_direct_statements_share_values_and_transactions_with_sqlalchemy(
         with pytest.raises(StorageUnavailable):
             async with db.direct() as tx:
                 await tx.fetch("SELECT no_such_column FROM webhooks")
+
+
+@pytest.mark.parametrize("micros", [0, 1_999, 999_999])
+async def test_stored_timestamps_read_as_payloads_write_them(
+    make_settings: Callable[..., Settings], micros: int
+) -> None:
+    # iso_of (every claimed delivery's event timestamp) must give iso_utc's text for what
+    # SQLAlchemy and the driver store: milliseconds cut, not rounded; any zone, as UTC.
+    when = datetime(2026, 12, 31, 23, 59, 59, micros, tzinfo=timezone(timedelta(hours=-2)))
+    async with open_runtime(make_settings()) as rt:
+        hook = await admin_webhook(rt, when)
+        async with rt.db.write() as conn:
+            await conn.execute(
+                update(webhooks).where(webhooks.c.id == hook.id).values(failing_since=when)
+            )
+        async with rt.db.direct() as tx:
+            (stored,) = await tx.fetch("SELECT failing_since FROM webhooks", ())
+            assert tx.iso_of(stored[0]) == iso_utc(when)
+            assert tx.iso_of(tx.when(when)) == iso_utc(when)
+    assert iso_utc(when) == f"2027-01-01T01:59:59.{micros // 1000:03d}Z"
+
+
+def test_a_timestamp_stored_in_another_form_is_still_read_right() -> None:
+    # Text SQLAlchemy and the driver never write, but SQLite would hold if given.
+    assert SqliteDirect.iso_of("2026-03-04 21:59:59") == "2026-03-04T21:59:59.000Z"
+    assert SqliteDirect.iso_of("2026-03-04T21:59:59.123456") == "2026-03-04T21:59:59.123Z"
 
 
 def test_placeholders_are_numbered_for_asyncpg() -> None:

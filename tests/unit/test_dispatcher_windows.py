@@ -34,7 +34,8 @@ def dispatcher() -> Dispatcher:
 def job(webhook_id: str, n: int = 0) -> Job:
     return Job(
         f"dlv_{webhook_id}_{n}", webhook_id, "https://example.com/hook",
-        WebhookSecrets("whsec_test"), f"evt_{n}", "post.created", "{}", NOW, 0, 0, False,
+        WebhookSecrets("whsec_test"), f"evt_{n}", "post.created", "{}", "2024-01-01T00:00:00.000Z",
+        0, 0, False,
     )  # fmt: skip
 
 

@@ -19,3 +19,12 @@ def test_many_ids_at_once_are_distinct_and_well_formed() -> None:
     assert len(set(ids)) == 5000
     assert all(is_wellformed(i) and i.startswith("att_") for i in ids)
     assert not is_wellformed("att_" + "A" * 25)
+
+
+def test_random_tails_use_every_base32_character_and_no_other() -> None:
+    tails = "".join(i[-14:] for i in new_ids("att", 2000))  # 28,000 characters
+    counts = {c: tails.count(c) for c in set(tails)}
+    assert set(counts) == set("abcdefghijklmnopqrstuvwxyz234567")
+    # Each of the 32 is expected 875 times; a skewed mapping (one character of two
+    # bytes' worth, say) would be far outside this band.
+    assert all(700 < n < 1050 for n in counts.values()), counts

@@ -21,7 +21,6 @@ from bellhook.domain.models import ErrorKind
 from bellhook.domain.outcome import AttemptResult, classify_status, excerpt
 from bellhook.domain.retry import parse_retry_after
 from bellhook.domain.signing import PayloadTemplate, signature_headers
-from bellhook.domain.timefmt import iso_utc
 from bellhook.errors import DestinationRefused
 from bellhook.store.deliveries import Job
 
@@ -38,7 +37,7 @@ class SignedRequest:
 
 def build_request(job: Job, *, now: datetime) -> SignedRequest:
     """The exact bytes and headers of one attempt (the signature covers the body sent)."""
-    template = PayloadTemplate(job.event_id, job.event_type, iso_utc(job.timestamp), job.data_json)
+    template = PayloadTemplate(job.event_id, job.event_type, job.timestamp, job.data_json)
     secrets = job.secrets.active(now)
     body = template.render(secrets[0])
     headers = {

@@ -39,6 +39,7 @@ from bellhook.domain.outcome import (
 )
 from bellhook.domain.paging import Cursor, Page
 from bellhook.domain.routing import Candidate, pick_claims
+from bellhook.domain.timefmt import iso_utc
 from bellhook.errors import NotFound
 from bellhook.store.database import Database
 from bellhook.store.direct import Direct, Row, marks
@@ -134,7 +135,7 @@ class Job:
     event_id: str
     event_type: str
     data_json: str
-    timestamp: datetime
+    timestamp: str  # the event's, as the payload writes it (domain.timefmt.iso_utc)
     attempt_count: int
     schedule_step: int
     is_test: bool
@@ -211,8 +212,7 @@ class DeliveryRepository:
             for r in rows:
                 if r[0] in picked:
                     target = targets[r[1]]
-                    timestamp = tx.datetime_of(r[9])
-                    assert timestamp is not None  # events.timestamp is NOT NULL
+                    timestamp = tx.iso_of(r[9])  # events.timestamp is NOT NULL
                     jobs.append(_job(r, target.url, target.secrets, timestamp, leased_until))
             return jobs
 
@@ -502,7 +502,7 @@ async def _jobs(conn: AsyncConnection, ids: Sequence[str], box: SecretBox) -> li
                 box.open_optional(r.previous_secret),
                 r.previous_secret_expires_at,
             ),
-            r.timestamp,
+            iso_utc(r.timestamp),
         )
         for r in rows
     ]
@@ -512,11 +512,11 @@ def _job(
     row: Row,
     url: str,
     secrets: WebhookSecrets,
-    timestamp: datetime,
+    timestamp: str,
     leased_until: datetime | None = None,
 ) -> Job:
     """A job from a row of the due columns (``_DUE_BRANCH_SQL``'s order), its webhook's
-    address and secrets, and the event's timestamp as a datetime."""
+    address and secrets, and the event's timestamp as the payload writes it."""
     return Job(
         delivery_id=row[0],
         webhook_id=row[1],

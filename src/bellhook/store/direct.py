@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
+from bellhook.domain.timefmt import iso_utc
 from bellhook.store.tables import aware
 
 Row = Sequence[Any]
@@ -69,6 +70,11 @@ class Direct:
     @staticmethod
     def datetime_of(value: Any) -> datetime | None:
         """A stored timestamp as an aware UTC datetime."""
+        raise NotImplementedError
+
+    @staticmethod
+    def iso_of(value: Any) -> str:
+        """A stored (non-null) timestamp as payloads write it (``domain.timefmt.iso_utc``)."""
         raise NotImplementedError
 
 
@@ -113,6 +119,14 @@ class SqliteDirect(Direct):
         if value is None:
             return None
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+    @staticmethod
+    def iso_of(value: Any) -> str:
+        # Every claimed delivery's event timestamp: the stored text cut to milliseconds
+        # (truncated, as isoformat does) is 10 times cheaper than parsing and formatting.
+        if len(value) == 26 and value[10] == " ":
+            return f"{value[:10]}T{value[11:23]}Z"
+        return iso_utc(datetime.fromisoformat(value).replace(tzinfo=UTC))
 
 
 def _fetch_all(connection: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Row]:
@@ -164,6 +178,11 @@ class PostgresDirect(Direct):
             return None
         assert isinstance(value, datetime)
         return value.astimezone(UTC)
+
+    @staticmethod
+    def iso_of(value: Any) -> str:
+        assert isinstance(value, datetime)
+        return iso_utc(value)
 
 
 async def begin_immediate(connection: sqlite3.Connection, *, wait_up_to: float) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bellhook.domain.ids import new_id, new_ids
 from bellhook.domain.routing import Route, recipients
+from bellhook.domain.timefmt import iso_utc
 from bellhook.store.database import Database
 from bellhook.store.deliveries import ACTIVE, PENDING, TARGET_COLUMNS_SQL, Job
 from bellhook.store.direct import Direct, marks
@@ -153,6 +154,7 @@ class EventRepository:
             return
         jobs: list[Job] = []
         lost: list[str] = []
+        stamps: dict[str, str] = {}  # per event, not per delivery of a fan-out
         for r in reserved:
             t = r.target
             secrets = self.opened.of(
@@ -161,6 +163,9 @@ class EventRepository:
             if secrets is None:  # logged; the lease lapses and the claim skips it too
                 lost.append(r.webhook_id)
                 continue
+            stamp = stamps.get(r.event.id)
+            if stamp is None:
+                stamp = stamps[r.event.id] = iso_utc(r.event.timestamp)
             jobs.append(
                 Job(
                     delivery_id=r.delivery_id,
@@ -170,7 +175,7 @@ class EventRepository:
                     event_id=r.event.id,
                     event_type=r.event.type,
                     data_json=r.event.data_json,
-                    timestamp=r.event.timestamp,
+                    timestamp=stamp,
                     attempt_count=0,
                     schedule_step=0,
                     is_test=False,
