@@ -42,7 +42,7 @@ from bellhook.domain.routing import Candidate, pick_claims
 from bellhook.domain.timefmt import iso_utc
 from bellhook.errors import NotFound
 from bellhook.store.database import Database
-from bellhook.store.direct import Direct, Row, marks
+from bellhook.store.direct import Direct, Row, RowsStatement, marks
 from bellhook.store.paging import newest_first, page_of
 from bellhook.store.rows import to_attempt, to_delivery
 from bellhook.store.secretbox import OpenedSecrets, SecretBox
@@ -82,16 +82,43 @@ _DUE_BRANCH_SQL = (
     " WHERE d.webhook_id = ? AND d.status = ? AND d.next_attempt_at <= ?"
     " ORDER BY d.next_attempt_at LIMIT ?"
 )
-_LEASE_SQL = "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?"
-_ATTEMPT_SQL = (
-    "INSERT INTO attempts (id, delivery_id, webhook_id, number, manual, started_at,"
-    " status_code, latency_ms, error_kind, error_message, response_excerpt)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The claim's lease, and an outcome's attempt and next state: rows of every delivery.
+_LEASE = RowsStatement(
+    each="UPDATE deliveries SET next_attempt_at = ? WHERE id = ?",
+    columns=(
+        "UPDATE deliveries AS d SET next_attempt_at = v.until"
+        " FROM unnest(?::timestamptz[], ?::text[]) AS v(until, id) WHERE d.id = v.id"
+    ),
 )
-_SCHEDULED_SQL = (
-    "UPDATE deliveries SET status = ?, next_attempt_at = ?, schedule_step = ?,"
-    " attempt_count = attempt_count + 1, last_status_code = ?, last_error_kind = ?,"
-    " updated_at = ? WHERE id = ? AND status = ?"
+_ATTEMPT_COLUMNS = (
+    "id, delivery_id, webhook_id, number, manual, started_at,"
+    " status_code, latency_ms, error_kind, error_message, response_excerpt"
+)
+_ATTEMPT = RowsStatement(
+    each=f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({marks(11)})",  # noqa: S608 (fixed)
+    columns=(
+        f"INSERT INTO attempts ({_ATTEMPT_COLUMNS})"  # noqa: S608 (fixed text)
+        " SELECT * FROM unnest(?::text[], ?::text[],"
+        " ?::text[], ?::int[], ?::bool[], ?::timestamptz[], ?::int[], ?::float8[], ?::text[],"
+        " ?::text[], ?::text[])"
+    ),
+)
+# A delivery is recorded once per flush (the dispatcher holds it until then).
+_SCHEDULED = RowsStatement(
+    each=(
+        "UPDATE deliveries SET status = ?, next_attempt_at = ?, schedule_step = ?,"
+        " attempt_count = attempt_count + 1, last_status_code = ?, last_error_kind = ?,"
+        " updated_at = ? WHERE id = ? AND status = ?"
+    ),
+    columns=(
+        "UPDATE deliveries AS d SET status = v.status, next_attempt_at = v.next_at,"
+        " schedule_step = v.step, attempt_count = d.attempt_count + 1,"
+        " last_status_code = v.code, last_error_kind = v.kind, updated_at = v.at"
+        " FROM unnest(?::text[], ?::timestamptz[], ?::int[], ?::int[], ?::text[],"
+        " ?::timestamptz[], ?::text[], ?::text[])"
+        " AS v(status, next_at, step, code, kind, at, id, expected)"
+        " WHERE d.id = v.id AND d.status = v.expected"
+    ),
 )
 _RELEASE_SQL = (
     "UPDATE deliveries SET next_attempt_at = ? WHERE id = ? AND next_attempt_at = ? AND status = ?"
@@ -206,7 +233,7 @@ class DeliveryRepository:
                 return []
             leased_until = now + lease
             stored_lease = tx.when(leased_until)
-            await tx.execute_many(_LEASE_SQL, [(stored_lease, d) for d in chosen])
+            await tx.execute_rows(_LEASE, [(stored_lease, d) for d in chosen])
             picked = set(chosen)
             jobs = []
             for r in rows:
@@ -352,9 +379,9 @@ class DeliveryRepository:
             if not job.is_test:
                 (healthy if r.succeeded else failing).add(job.webhook_id)
         async with self.db.direct() as tx:
-            await tx.execute_many(_ATTEMPT_SQL, attempt_rows)
+            await tx.execute_rows(_ATTEMPT, attempt_rows)
             # A manual retry may have finished the delivery meanwhile: never undo it.
-            await tx.execute_many(_SCHEDULED_SQL, scheduled)
+            await tx.execute_rows(_SCHEDULED, scheduled)
             # A manual attempt never consumes the schedule: it can only finish the delivery.
             await tx.execute_many(_MANUAL_DONE_SQL, manual_done)
             await tx.execute_many(_MANUAL_OTHER_SQL, manual_other)
