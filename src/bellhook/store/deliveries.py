@@ -75,11 +75,14 @@ TARGET_COLUMNS_SQL = "id, url, secret, previous_secret, previous_secret_expires_
 # The queue's hot statements, run on the driver's connection (store.direct).
 _TARGETS_SQL = f"SELECT {TARGET_COLUMNS_SQL} FROM webhooks WHERE status = ?"  # noqa: S608
 # In the order of _DUE_COLUMNS.
+# The status is written out, not a parameter: only then may either database use the
+# partial index ix_deliveries_pending (a prepared statement's plan must hold for any
+# value of a parameter).
 _DUE_BRANCH_SQL = (
-    "SELECT d.id, d.webhook_id, d.next_attempt_at, d.event_id, d.event_type,"
+    "SELECT d.id, d.webhook_id, d.next_attempt_at, d.event_id, d.event_type,"  # noqa: S608
     " d.attempt_count, d.schedule_step, d.is_test, e.data, e.timestamp"
     " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-    " WHERE d.webhook_id = ? AND d.status = ? AND d.next_attempt_at <= ?"
+    f" WHERE d.webhook_id = ? AND d.status = '{PENDING}' AND d.next_attempt_at <= ?"
     " ORDER BY d.next_attempt_at LIMIT ?"
 )
 # The claim's lease, and an outcome's attempt and next state: rows of every delivery.
@@ -219,7 +222,7 @@ class DeliveryRepository:
                 params: list[Any] = []
                 for webhook_id in branch_hooks:
                     room = min(targets[webhook_id].room, limit)
-                    params += (webhook_id, PENDING, stored_now, room)
+                    params += (webhook_id, stored_now, room)
                 rows += await tx.fetch(self._due_sql(len(branch_hooks)), params)
             if len(hooks) > 1:
                 rows.sort(key=lambda r: r[2])  # next_attempt_at: oldest first
@@ -263,9 +266,10 @@ class DeliveryRepository:
 
     def _due_sql(self, branches: int) -> str:
         """The oldest due deliveries of each of ``branches`` webhooks, no more than each
-        has room for (parameters: webhook id, status, now, room; per webhook).
+        has room for (parameters: webhook id, now, room; per webhook).
 
-        One index seek per webhook on ``(webhook_id, status, next_attempt_at)``: a dead
+        One index seek per webhook on the pending deliveries' ``(webhook_id,
+        next_attempt_at)`` (``ix_deliveries_pending``): a dead
         receiver's backlog is never walked through to find a healthy webhook's work, so
         it cannot slow the others' claims down.
         """

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -113,7 +114,15 @@ deliveries = Table(
     Column("is_test", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    Index("ix_deliveries_due", "webhook_id", "status", "next_attempt_at"),
+    # What the claim seeks: the pending ones only (see store.deliveries). A delivery
+    # leaves it when it ends, rather than moving to another place in it.
+    Index(
+        "ix_deliveries_pending",
+        "webhook_id",
+        "next_attempt_at",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
     Index("ix_deliveries_webhook_created", "webhook_id", "created_at", "id"),
     Index("ix_deliveries_event", "event_id"),
     Index("ix_deliveries_updated", "updated_at"),
