@@ -106,7 +106,8 @@ _ATTEMPT = RowsStatement(
         " ?::text[], ?::text[])"
     ),
 )
-# A delivery is recorded once per flush (the dispatcher holds it until then).
+# No delivery is twice in one batch (see RowsStatement): the dispatcher sends a delivery
+# again only after its outcome is recorded.
 _SCHEDULED = RowsStatement(
     each=(
         "UPDATE deliveries SET status = ?, next_attempt_at = ?, schedule_step = ?,"

@@ -61,10 +61,10 @@ class RowsStatement:
     executemany steps a prepared statement, as cheap as it gets there. ``columns`` takes
     one array per column (``unnest``) and runs once for all rows: on PostgreSQL,
     asyncpg's executemany pipelines the rows but the server still runs each as a
-    statement of its own (executor start-up, a snapshot, the trigger checks), about a
-    third of a worker's PostgreSQL CPU per delivery for the lease, the attempt and the
-    outcome. Rows must not repeat a key an UPDATE matches on: as one statement, a row
-    is updated once whatever the number of matching input rows.
+    statement of its own. For the lease, the attempt and the outcome, one statement
+    each took a quarter off the server's CPU per delivery (docs/benchmarks.md). Rows
+    must not repeat a key an UPDATE matches on: as one statement, a row is updated
+    once whatever the number of matching input rows.
     """
 
     each: str
