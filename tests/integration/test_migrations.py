@@ -33,7 +33,7 @@ async def delivery_indexes(db: Database) -> set[str]:
         return await conn.run_sync(_delivery_indexes)
 
 
-async def test_upgrading_from_0001_keeps_the_queue_and_moves_it_to_the_pending_index(
+async def test_a_database_at_0001_upgrades_to_the_pending_index_with_its_queue(
     make_settings: Callable[..., Settings],
 ) -> None:
     now = datetime.now(UTC)
@@ -50,8 +50,8 @@ async def test_upgrading_from_0001_keeps_the_queue_and_moves_it_to_the_pending_i
 
         async with rt.db.write() as conn:
             await conn.run_sync(_downgrade_to_0001)
-        assert {"ix_deliveries_due"} <= await delivery_indexes(rt.db)
-        assert "ix_deliveries_pending" not in await delivery_indexes(rt.db)
+        before = await delivery_indexes(rt.db)
+        assert "ix_deliveries_due" in before and "ix_deliveries_pending" not in before
 
         await rt.db.migrate()
         indexes = await delivery_indexes(rt.db)
