@@ -49,6 +49,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 metadata = MetaData()
+PENDING_ONLY = text("status = 'pending'")  # the claim's partial index (store.deliveries)
 
 api_keys = Table(
     "api_keys",
@@ -120,8 +121,8 @@ deliveries = Table(
         "ix_deliveries_pending",
         "webhook_id",
         "next_attempt_at",
-        sqlite_where=text("status = 'pending'"),
-        postgresql_where=text("status = 'pending'"),
+        sqlite_where=PENDING_ONLY,
+        postgresql_where=PENDING_ONLY,
     ),
     Index("ix_deliveries_webhook_created", "webhook_id", "created_at", "id"),
     Index("ix_deliveries_event", "event_id"),
