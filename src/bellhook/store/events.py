@@ -221,6 +221,7 @@ class EventRepository:
             delivery_ids = iter(sorted(new_ids("dlv", count)))
             for event, webhook_ids in chosen:
                 counts[event.id] = len(webhook_ids)
+                # webhook_ids first: zip stops at its end without taking the next id.
                 for webhook_id, delivery_id in zip(webhook_ids, delivery_ids, strict=False):
                     due = stored_now
                     if handoff is not None and handoff.reserve(webhook_id):
