@@ -52,3 +52,25 @@ def test_postgres_is_judged_on_the_best_process_count_too() -> None:
     assert "--processes" not in one[0]
     assert one[1].endswith("44% / 33%")
     assert one[3] == "NOT met"
+
+
+def steady(p99_from_202: float, p99_from_send: float) -> dict[str, Any]:
+    return {
+        "rate": 200,
+        "arrival_wait_seconds": 15,
+        "latency_ms": {"p50": -0.2, "p95": -0.1, "p99": p99_from_202, "never_arrived": 0},
+        "from_send_ms": {"p50": 1.8, "p95": 2.3, "p99": p99_from_send, "never_arrived": 0},
+    }
+
+
+def test_isolation_is_judged_on_the_p99_from_the_request_only() -> None:
+    # Scenario 4's p99 from the 202 is about 0 (a delivery beats its 202): no ratio to it
+    # is printed, and the verdict is 4.2 / 3.0 = 1.40x from the request.
+    met = row(table({"latency": steady(-0.01, 3.0), "isolation": steady(0.8, 4.2)}), "5. Isolation")
+    assert met[1] == "-0.2 ms / 0.8 ms; 1.8 ms / 4.2 ms; 1.40x"
+    assert met[3] == "met"
+    missed = row(
+        table({"latency": steady(0.5, 3.0), "isolation": steady(0.4, 4.8)}), "5. Isolation"
+    )
+    assert missed[1].endswith("1.60x")
+    assert missed[3] == "NOT met"

@@ -211,15 +211,15 @@ class EventRepository:
             rows: list[tuple[Any, ...]] = []
             lease_until = now + handoff.lease if handoff is not None else now
             stored_lease = tx.when(lease_until)
-            chosen = [
+            routed = [
                 (event, recipients(routes, event.type, event.audience)) for event in fresh.values()
             ]
             # Made at once for the batch: 0.3 µs an id instead of 5 (one read of the clock
             # and of the system's randomness), and sorted, so that they still follow the
             # events' order, as ids made one event after another would.
-            count = sum(len(webhook_ids) for _, webhook_ids in chosen)
+            count = sum(len(webhook_ids) for _, webhook_ids in routed)
             delivery_ids = iter(sorted(new_ids("dlv", count)))
-            for event, webhook_ids in chosen:
+            for event, webhook_ids in routed:
                 counts[event.id] = len(webhook_ids)
                 # webhook_ids first: zip stops at its end without taking the next id.
                 for webhook_id, delivery_id in zip(webhook_ids, delivery_ids, strict=False):
