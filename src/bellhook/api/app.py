@@ -78,8 +78,8 @@ def create_app(
     app.state.rate_limits = ApiRateLimits.from_settings(settings)
     install_error_handlers(app)
     # Requests are matched against the routes in this order, one pattern after another:
-    # ingest, by far the most called, first (13% of an ingested event's CPU with 11
-    # routes before it).
+    # ingest, by far the most called, first (with 11 routes before it, matching took 13%
+    # of an ingest call's instructions).
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(deliveries.router)

@@ -27,8 +27,8 @@ class ApiKeyAuth(HTTPBearer):
     """Who is calling: the API key's principal (an admin's, with ``admin=True``).
 
     One dependency rather than a chain (bearer token -> principal -> admin): each
-    dependency FastAPI solves costs about 4% of an ingested event's CPU, and this
-    runs on every call. As an ``HTTPBearer``, it is still the API's documented
+    dependency FastAPI solves costs about 4% of an ingest call's instructions, and
+    this runs on every call. As an ``HTTPBearer``, it is still the API's documented
     security scheme (``ApiKey``).
     """
 
