@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
-from starlette.requests import HTTPConnection
 
 from bellhook.api.ratelimit import ApiRateLimits
 from bellhook.domain.models import Principal
@@ -42,13 +41,13 @@ class ApiKeyAuth(HTTPBearer):
         )
         self.admin = admin
 
-    async def __call__(self, request: HTTPConnection) -> Principal:  # type: ignore[override]
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
         credentials = await super().__call__(request)
         if credentials is None:
             if request.headers.get("authorization"):
                 raise AuthenticationFailed("the Authorization header must be 'Bearer <api key>'")
             raise AuthenticationFailed("an API key is required: send 'Authorization: Bearer <key>'")
-        rt: Runtime = request.app.state.runtime
+        rt = await runtime(request)
         caller = await rt.keys.authenticate(credentials.credentials)
         limits: ApiRateLimits = request.app.state.rate_limits
         limits.check(caller, time.monotonic())  # after authentication: per key, never per guess
