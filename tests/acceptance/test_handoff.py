@@ -105,7 +105,10 @@ async def test_a_queued_delivery_whose_lease_would_run_out_goes_back_to_the_queu
     third delivery queued behind it would start 2.4 s after its lease began, too late to
     be sure to finish within it (it must start with timeout + 5 s of lease left), so it
     is given back and claimed afresh rather than sent on a lease another worker may take
-    over. Every event still arrives exactly once."""
+    over. Every event still arrives exactly once.
+
+    The events are published in one batch, so that their leases begin together: published
+    one by one on a slow host, the third one's lease began late enough for it to be sent."""
 
     async def slow(rx: Receiver, request: web.Request, hit: Hit) -> web.StreamResponse:
         await asyncio.sleep(1.2)  # the receiver's own pace, not a wait of the test
@@ -116,8 +119,7 @@ async def test_a_queued_delivery_whose_lease_would_run_out_goes_back_to_the_queu
     claimed = spy_on_claims(env.svc, monkeypatch)
     hook = await create_webhook(env.api, rx.url())
     ids = [f"evt_lease_{i}" for i in range(CLAIM_AHEAD)]
-    for event_id in ids:
-        await publish(env.api, id=event_id)
+    await publish_batch(env.api, ids)
 
     hits = await rx.wait_for_count(CLAIM_AHEAD, timeout=30)
     assert sorted(h.event_id for h in hits) == sorted(ids)
