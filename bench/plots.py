@@ -42,9 +42,15 @@ def throughput(out: Path) -> str | None:
     workloads = [w for w in ("single", "fanout") if w in tp]
     series = {
         "bellhook (SQLite)": [rate(tp, w, "drain", "rate") for w in workloads],
+        "bellhook (SQLite), 2 processes": [
+            rate(tp, w, "two_processes", "drain", "rate") for w in workloads
+        ],
         "bellhook (PostgreSQL)": [rate(pg, w, "drain", "rate") for w in workloads],
         "ceiling, aiohttp (asyncio)": [rate(tp, w, "ceiling_asyncio", "rate") for w in workloads],
         "ceiling, aiohttp (uvloop)": [rate(tp, w, "ceiling_uvloop", "rate") for w in workloads],
+        "ceiling, aiohttp (uvloop), 2 processes": [
+            rate(tp, w, "ceiling_uvloop_2p", "rate") for w in workloads
+        ],
         "django-outbound-webhooks": [rate(tp, w, "peer", "drain", "rate") for w in workloads],
     }
     series = {k: v for k, v in series.items() if any(x is not None for x in v)}

@@ -196,26 +196,50 @@ class Proc:
 
 def run_child(argv: list[str], *, env: dict[str, str] | None = None, timeout: float) -> Any:
     """Run a short-lived role to completion; its last stdout line is JSON. Adds its CPU."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(
-        argv,
-        env=env or dict(os.environ),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(argv[:4])} … exited {done.returncode}: {done.stderr[-2000:]}"
-        )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if isinstance(result, dict):
-        result["cpu_seconds"] = cpu
+    (result,) = run_children([argv], env=env, timeout=timeout)
     return result
+
+
+def run_children(
+    argvs: list[list[str]], *, env: dict[str, str] | None = None, timeout: float
+) -> list[Any]:
+    """Run short-lived roles at once, to completion; each one's last stdout line is JSON.
+    Each dict result gets ``cpu_seconds``: the CPU of all of them together."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children = [
+        subprocess.Popen(
+            argv,
+            env=env or dict(os.environ),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argv in argvs
+    ]
+    outputs = []
+    try:
+        deadline = time.monotonic() + timeout
+        for child in children:
+            outputs.append(child.communicate(timeout=max(deadline - time.monotonic(), 0.1)))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    results = []
+    for argv, child, (stdout, stderr) in zip(argvs, children, outputs, strict=True):
+        if child.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(argv[:4])} … exited {child.returncode}: {stderr[-2000:]}"
+            )
+        result = json.loads(stdout.strip().splitlines()[-1])
+        if isinstance(result, dict):
+            result["cpu_seconds"] = cpu
+        results.append(result)
+    return results
 
 
 # --- the receiver -------------------------------------------------------------------------
@@ -530,42 +554,62 @@ def bellhook_drain(
 
 
 def ceiling_run(
-    cfg: Config, tmp: Path, webhooks: int, n: int, loop: str, body_bytes: float
+    cfg: Config,
+    tmp: Path,
+    webhooks: int,
+    n: int,
+    loop: str,
+    body_bytes: float,
+    *,
+    processes: int = 1,
 ) -> dict[str, Any]:
+    """Scenario 2: the bare client; with ``processes`` > 1, that many at once, the
+    requests and the requests in flight split between them (as ``worker --processes``
+    splits its limits)."""
     receiver = Receiver(tmp)
     targets = [(f"ceil{i}", f"ceiling-secret-{i}-{secrets.token_hex(8)}") for i in range(webhooks)]
     receiver.secrets({name: ("bellhook", s) for name, s in targets})
     concurrency = min(cfg.max_concurrency, cfg.per_webhook * webhooks)
-    result = run_child(
+    urls = json.dumps([[receiver.url("ok", name), s] for name, s in targets])
+    argvs = [
         [
             PY,
             "-m",
             "bench.ceiling",
             "--targets",
-            json.dumps([[receiver.url("ok", name), s] for name, s in targets]),
+            urls,
             "--n",
-            str(n),
+            str(share),
             "--concurrency",
-            str(concurrency),
+            str(max(concurrency // processes, 1)),
             "--loop",
             loop,
-        ],
-        timeout=cfg.drain_cap,
-    )
+            "--prefix",
+            f"ceil{p}-",
+        ]
+        for p, share in enumerate(shares_of(n, processes))
+    ]
+    results = run_children(argvs, timeout=cfg.drain_cap)
     stats = receiver.stats()
     receiver.stop()
     rate = (stats["count"] - 1) / (stats["last"] - stats["first"]) if stats["count"] > 1 else 0.0
     return {
         "loop": loop,
+        "processes": processes,
         "requests": n,
         "concurrency": concurrency,
         "rate": rate,
-        "cpu_per_1000": result["cpu_seconds"] / n * 1000,
-        "errors": result["errors"],
+        "cpu_per_1000": results[0]["cpu_seconds"] / n * 1000,
+        "errors": sum(r["errors"] for r in results),
         "bad_signatures": stats["bad_signatures"],
         "body_bytes_mean": stats["body_bytes_mean"],
         "bellhook_body_bytes_mean": body_bytes,
     }
+
+
+def shares_of(n: int, parts: int) -> list[int]:
+    """``n`` split into ``parts`` shares that add up to it."""
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
 def peer_run(cfg: Config, tmp: Path, webhooks: int, events: int) -> dict[str, Any]:
@@ -640,6 +684,14 @@ def scenario_throughput(cfg: Config) -> dict[str, Any]:
                     cfg, tmp, webhooks, events * webhooks, loop, body
                 )
             log(f"  ceiling ({loop}) {result[f'ceiling_{loop}']['rate']:,.0f}/s")
+        if not cfg.quick:
+            # The bare client split as `worker --processes 2` splits bellhook: whether a
+            # second process can gain anything on this machine at all.
+            with workdir(f"ceil-{tag}-2p") as tmp:
+                result["ceiling_uvloop_2p"] = ceiling_run(
+                    cfg, tmp, webhooks, events * webhooks, "uvloop", body, processes=2
+                )
+            log(f"  ceiling (uvloop, 2 processes) {result['ceiling_uvloop_2p']['rate']:,.0f}/s")
         if cfg.with_peer:
             peer_events = cfg.peer_events if webhooks == 1 else cfg.peer_fan_events
             with workdir(f"peer-{tag}") as tmp:
@@ -1013,6 +1065,21 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 verdict(None if r is None else r >= 0.75),
             )
         )
+        split = get(tp, "ceiling_uvloop_2p", "rate")
+        if split and uv:
+            in_flight = get(tp, "ceiling_uvloop_2p", "concurrency")
+            two_to_split = ratio(rate2, split)
+            rows.append(
+                (
+                    f"2. (reference) the bare client split in two processes (uvloop, "
+                    f"{fmt(in_flight and in_flight // 2)} in flight each) ÷ in one; "
+                    "`worker --processes 2` ÷ the split client",
+                    f"{fmt(split)}/s; {fmt(ratio(split, uv), '.2f')}x; "
+                    f"{fmt(two_to_split and two_to_split * 100, '.0f')}%",
+                    "",
+                    "",
+                )
+            )
         peer = get(tp, "peer")
         if peer and "error" not in peer:
             pr = get(peer, "drain", "rate")

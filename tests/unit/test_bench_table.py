@@ -74,3 +74,18 @@ def test_isolation_is_judged_on_the_p99_from_the_request_only() -> None:
     )
     assert missed[1].endswith("1.60x")
     assert missed[3] == "NOT met"
+
+
+def test_the_split_bare_client_is_a_reference_row_when_measured() -> None:
+    # The bare client in two processes at 9,000/s against 12,000/s in one (0.75x), and
+    # `worker --processes 2` at 6,300/s: 70% of the split client. No target, no verdict.
+    measured = results(5_000, 6_300, pg_one=4_000, pg_two=None)
+    split = {"rate": 9_000.0, "concurrency": 16}
+    measured["throughput"]["single"]["ceiling_uvloop_2p"] = split
+    ref = row(table(measured), "2. (reference) the bare client split")
+    assert "8 in flight each" in ref[0]
+    assert ref[1] == "9,000/s; 0.75x; 70%"
+    assert (ref[2], ref[3]) == ("", "")
+    # Not measured (a quick run): no such row.
+    rows = table(results(5_000, 6_300, pg_one=4_000, pg_two=None))
+    assert not [r for r in rows if r[0].startswith("2. (reference)")]
