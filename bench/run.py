@@ -581,13 +581,15 @@ def ceiling_run(
             "--n",
             str(share),
             "--concurrency",
-            str(max(concurrency // processes, 1)),
+            str(in_flight),
             "--loop",
             loop,
             "--prefix",
             f"ceil{p}-",
         ]
-        for p, share in enumerate(shares_of(n, processes))
+        for p, (share, in_flight) in enumerate(
+            zip(shares_of(n, processes), shares_of(concurrency, processes), strict=True)
+        )
     ]
     results = run_children(argvs, timeout=cfg.drain_cap)
     stats = receiver.stats()
@@ -608,7 +610,9 @@ def ceiling_run(
 
 
 def shares_of(n: int, parts: int) -> list[int]:
-    """``n`` split into ``parts`` shares that add up to it."""
+    """``n`` split into ``parts`` shares that add up to it, the first ones larger by one
+    where it does not divide: as ``worker --processes`` splits its limits (the harness
+    runs bellhook as a command, so it does not import it)."""
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
