@@ -50,3 +50,10 @@ def test_bench_quick_runs_every_scenario_and_every_delivery_arrives_once() -> No
         assert run["receiver"]["bad_signatures"] == 0, workload
         assert run["receiver"]["unique_deliveries"] == run["deliveries"], workload
         assert run["db_after"] == {"succeeded": run["deliveries"]}, workload
+        # The ceiling's bare client, in one process and split in two: every request
+        # arrived, signed as bellhook signs.
+        for ceiling in ("ceiling_asyncio", "ceiling_uvloop_2p"):
+            bare = run[ceiling]
+            assert bare["errors"] == 0, (workload, ceiling)
+            assert bare["bad_signatures"] == 0, (workload, ceiling)
+            assert bare["received"] == bare["requests"] == run["deliveries"], (workload, ceiling)
