@@ -826,7 +826,7 @@ def steady_run(
     receiver.secrets(register_webhooks(api, receiver.base, names, kinds))
     time.sleep(0.5)
     steady_file = tmp / "steady.json"
-    sample0 = proc_sample(api.proc.pid)
+    sample0, started = proc_sample(api.proc.pid), time.monotonic()
     sent = loadgen(
         "steady",
         api,
@@ -844,7 +844,7 @@ def steady_run(
         if sum(by_route.get(n, 0) for n in healthy) >= expected:
             break
         time.sleep(0.2)
-    sample1 = proc_sample(api.proc.pid)
+    sample1, ended = proc_sample(api.proc.pid), time.monotonic()
     arrivals = receiver.arrivals()
     stats = receiver.stats()
     api.proc.stop(30)
@@ -865,6 +865,9 @@ def steady_run(
         "cdf_ms": cdf(latencies, details["missing"]),
         **details,
         "serve_cpu_seconds": sample1.cpu - sample0.cpu,
+        # How busy serve's one event loop was: the tail of a queue grows steeply as its
+        # server nears a full core (the load generator's start-up is in the time).
+        "serve_cores": (sample1.cpu - sample0.cpu) / (ended - started),
         "serve_peak_rss_mb": sample1.hwm_kb / 1024,
         "bad_signatures": stats["bad_signatures"],
         "by_route": stats["by_route"],
@@ -898,7 +901,9 @@ def scenario_isolation(cfg: Config) -> dict[str, Any]:
         # what the failures cost from what fanning out to five webhooks costs.
         with workdir("isolation-ref") as tmp:
             ref = steady_run(cfg, "isoref", tmp, ["ok"] * 5, settings, hang=0)
-        result["without_hanging"] = {k: ref[k] for k in ("latency_ms", "from_send_ms")}
+        result["without_hanging"] = {
+            k: ref[k] for k in ("latency_ms", "from_send_ms", "serve_cores")
+        }
         rm = ref["from_send_ms"]
         log(f"  without the hanging ones: p99 {ms(rm['p99'], cfg.arrival_wait)} (from send)")
     return result
@@ -1152,6 +1157,22 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     "",
                 )
             )
+    loads = [
+        get(results, "latency", "serve_cores"),
+        get(results, "isolation", "serve_cores"),
+        get(results, "isolation", "without_hanging", "serve_cores"),
+    ]
+    if loads[0] is not None and loads[1] is not None:
+        rows.append(
+            (
+                "4-5. (reference) serve's CPU during scenario 4 / 5"
+                + (" / the 5 healthy alone" if loads[2] is not None else "")
+                + ", in cores (its event loop is one)",
+                " / ".join(f"{v:.2f}" for v in loads if v is not None),
+                "",
+                "",
+            )
+        )
     bk = get(results, "backlog")
     if bk and "drain" in bk:
         total = bk["webhooks"] * bk["events"]

@@ -89,3 +89,23 @@ def test_the_split_bare_client_is_a_reference_row_when_measured() -> None:
     # Not measured, or no one-process uvloop ceiling to compare with: no such row.
     rows = table(results(5_000, 6_300, pg_one=4_000, pg_two=None))
     assert not [r for r in rows if r[0].startswith("2. (reference)")]
+
+
+def test_serve_load_during_the_steady_runs_is_a_reference_row_when_measured() -> None:
+    # How busy serve's event loop was in scenarios 4 and 5 and the five healthy webhooks
+    # alone: the tail that scenario 5 is judged on grows steeply as that nears 1 core.
+    latency, isolation = steady(-0.01, 3.0), steady(0.8, 4.2)
+    latency["serve_cores"], isolation["serve_cores"] = 0.31, 0.824
+    isolation["without_hanging"] = {
+        "latency_ms": isolation["latency_ms"],
+        "from_send_ms": isolation["from_send_ms"],
+        "serve_cores": 0.756,
+    }
+    ref = row(table({"latency": latency, "isolation": isolation}), "4-5. (reference)")
+    assert ref[0].endswith("scenario 4 / 5 / the 5 healthy alone, in cores (its event loop is one)")
+    assert ref[1:] == ("0.31 / 0.82 / 0.76", "", "")
+    del isolation["without_hanging"]  # a quick run: no reference run without the hanging ones
+    assert row(table({"latency": latency, "isolation": isolation}), "4-5.")[1] == "0.31 / 0.82"
+    # Results from before the load was measured: no such row.
+    rows = table({"latency": steady(-0.01, 3.0), "isolation": steady(0.8, 4.2)})
+    assert not [r for r in rows if r[0].startswith("4-5.")]
