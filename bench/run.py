@@ -865,8 +865,9 @@ def steady_run(
         "cdf_ms": cdf(latencies, details["missing"]),
         **details,
         "serve_cpu_seconds": sample1.cpu - sample0.cpu,
-        # How busy serve's one event loop was: the tail of a queue grows steeply as its
-        # server nears a full core (the load generator's start-up is in the time).
+        # How busy serve was (its one event loop, and the checkpointer's thread): the tail
+        # of a queue grows steeply as its server nears a full core. The time includes the
+        # load generator's start-up and the wait for the last arrivals.
         "serve_cores": (sample1.cpu - sample0.cpu) / (ended - started),
         "serve_peak_rss_mb": sample1.hwm_kb / 1024,
         "bad_signatures": stats["bad_signatures"],
