@@ -1078,12 +1078,14 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         split = get(tp, "ceiling_uvloop_2p", "rate")
         if split and uv:
             in_flight = get(tp, "ceiling_uvloop_2p", "concurrency")
+            # As ceiling_run split them: the first process takes one more when odd.
+            each = list(dict.fromkeys(shares_of(in_flight, 2))) if in_flight else []
             two_to_split = ratio(rate2, split)
             rows.append(
                 (
                     f"2. (reference) the bare client split in two processes (uvloop, "
-                    f"{fmt(in_flight and in_flight // 2)} in flight each) ÷ in one; "
-                    "`worker --processes 2` ÷ the split client",
+                    f"{' or '.join(fmt(n) for n in each) or fmt(None)} in flight each) "
+                    "÷ in one; `worker --processes 2` ÷ the split client",
                     f"{fmt(split)}/s; {fmt(ratio(split, uv), '.2f')}x; "
                     f"{fmt(two_to_split and two_to_split * 100, '.0f')}%",
                     "",

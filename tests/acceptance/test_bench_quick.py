@@ -6,6 +6,7 @@ files, so the PostgreSQL pass would run the same thing again."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,11 @@ def test_bench_quick_runs_every_scenario_and_every_delivery_arrives_once() -> No
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| Scenario | Measured | Target |" in done.stdout  # the table is printed
+    # serve's load in the steady scenarios is measured, and reported in the table.
+    assert "| 4-5. (reference) serve's CPU during scenario 4 / 5," in done.stdout
+    for steady in ("latency", "isolation"):
+        cores = json.loads((RESULTS / f"{steady}.json").read_text())["serve_cores"]
+        assert 0 < cores <= (os.cpu_count() or 1), (steady, cores)  # no more than the machine
     summary = json.loads((RESULTS / "summary.json").read_text())
     assert summary["quick"] is True
     assert summary["failed"] == []

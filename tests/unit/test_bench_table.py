@@ -86,6 +86,9 @@ def test_the_split_bare_client_is_a_reference_row_when_measured() -> None:
     assert "8 in flight each" in ref[0]
     assert ref[1] == "9,000/s; 0.75x; 70%"
     assert (ref[2], ref[3]) == ("", "")
+    # An odd number in flight is split as ceiling_run splits it, not rounded down.
+    split["concurrency"] = 17
+    assert "9 or 8 in flight each" in row(table(measured), "2. (reference) the bare")[0]
     # Not measured, or no one-process uvloop ceiling to compare with: no such row.
     rows = table(results(5_000, 6_300, pg_one=4_000, pg_two=None))
     assert not [r for r in rows if r[0].startswith("2. (reference)")]
