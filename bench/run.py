@@ -764,11 +764,16 @@ def latencies_of(
     latencies: list[float] = []
     from_send: list[float] = []
     api: list[float] = []
+    # An event's first and last arrival among ``routes``, from the request: what fanning
+    # out costs (the first one later than a lone delivery, the others after it).
+    fan_first: list[float] = []
+    fan_last: list[float] = []
     missing = 0
     for event_id, (s, a) in accepted.items():
         if s < skip_before:
             continue
         api.append((a - s) * 1000)
+        arrived: list[float] = []
         for route in routes:
             t = first.get((event_id, route))
             if t is None:
@@ -776,16 +781,22 @@ def latencies_of(
             else:
                 latencies.append((t - a) * 1000)
                 from_send.append((t - s) * 1000)
-    latencies.sort()
-    from_send.sort()
-    api.sort()
-    return latencies, {
+                arrived.append(t)
+        if len(routes) > 1 and len(arrived) == len(routes):
+            fan_first.append((min(arrived) - s) * 1000)
+            fan_last.append((max(arrived) - s) * 1000)
+    for values in (latencies, from_send, api, fan_first, fan_last):
+        values.sort()
+    details: dict[str, Any] = {
         "measured_pairs": len(latencies),
         "missing": missing,
         "negative": sum(1 for v in latencies if v < 0),
         "api_response_ms": summary_of(api),
         "from_send_ms": summary_of(from_send, censored=missing),
     }
+    if fan_first:
+        details["fan_out_ms"] = {"first": summary_of(fan_first), "last": summary_of(fan_last)}
+    return latencies, details
 
 
 def summary_of(values: list[float], *, censored: int = 0) -> dict[str, Any]:
@@ -897,6 +908,9 @@ def scenario_isolation(cfg: Config) -> dict[str, Any]:
     result["delivery_timeout"] = timeout
     lm = result["latency_ms"]
     log(f"  healthy p50 {ms(lm['p50'], cfg.arrival_wait)}, p99 {ms(lm['p99'], cfg.arrival_wait)}")
+    if fan := result.get("fan_out_ms"):
+        first, last = (ms(fan[k]["p99"], cfg.arrival_wait) for k in ("first", "last"))
+        log(f"  an event's first / last healthy arrival: p99 {first} / {last} (from send)")
     if not cfg.quick:
         # A reference: the same five healthy webhooks without the hanging ones, to tell
         # what the failures cost from what fanning out to five webhooks costs.
@@ -1148,6 +1162,20 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 else "NOT met",
             )
         )
+        fan = get(results, "isolation", "fan_out_ms")
+        if fan and lat_send:
+            first, last = fan["first"], fan["last"]
+            rows.append(
+                (
+                    "5. (reference) an event's first / last healthy arrival, sent → arrival "
+                    "p50 / p99; the first's p99 ÷ scenario 4's",
+                    f"{ms(first['p50'], wait)} / {ms(first['p99'], wait)}; "
+                    f"{ms(last['p50'], wait)} / {ms(last['p99'], wait)}; "
+                    f"{fmt(ratio(first['p99'], lat_send), '.2f')}x",
+                    "",
+                    "",
+                )
+            )
         ref = get(results, "isolation", "without_hanging", "from_send_ms")
         if ref and isend:
             rows.append(

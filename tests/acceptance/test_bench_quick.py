@@ -43,6 +43,10 @@ def test_bench_quick_runs_every_scenario_and_every_delivery_arrives_once() -> No
     for steady in ("latency", "isolation"):
         cores = json.loads((RESULTS / f"{steady}.json").read_text())["serve_cores"]
         assert 0 < cores <= (os.cpu_count() or 1), (steady, cores)  # no more than the machine
+    # An event's first and last healthy arrival in scenario 5 (five healthy webhooks).
+    assert "| 5. (reference) an event's first / last healthy arrival," in done.stdout
+    fan = json.loads((RESULTS / "isolation.json").read_text())["fan_out_ms"]
+    assert 0 < fan["first"]["p50"] <= fan["last"]["p50"], fan
     summary = json.loads((RESULTS / "summary.json").read_text())
     assert summary["quick"] is True
     assert summary["failed"] == []

@@ -4,9 +4,12 @@ SQLite and PostgreSQL alike. Synthetic results; no process is started."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from bench.run import table
+import pytest
+from bench.run import latencies_of, table
 
 
 def results(
@@ -112,3 +115,49 @@ def test_serve_load_during_the_steady_runs_is_a_reference_row_when_measured() ->
     # Results from before the load was measured: no such row.
     rows = table({"latency": steady(-0.01, 3.0), "isolation": steady(0.8, 4.2)})
     assert not [r for r in rows if r[0].startswith("4-5.")]
+
+
+def test_an_events_first_and_last_arrival_are_a_reference_row_when_measured() -> None:
+    # The five healthy webhooks' first arrival 2.6 ms at the p99, the last 3.3 ms, against
+    # a lone delivery's 2.0 ms: 1.30x before the fan-out's later requests count at all.
+    latency, isolation = steady(-0.01, 2.0), steady(0.8, 3.4)
+    isolation["fan_out_ms"] = {
+        "first": {"p50": 1.3, "p95": 2.0, "p99": 2.6, "never_arrived": 0},
+        "last": {"p50": 1.7, "p95": 2.5, "p99": 3.3, "never_arrived": 0},
+    }
+    ref = row(table({"latency": latency, "isolation": isolation}), "5. (reference) an event's")
+    assert ref[1:] == ("1.3 ms / 2.6 ms; 1.7 ms / 3.3 ms; 1.30x", "", "")
+    del isolation["fan_out_ms"]  # results from before it was measured: no such row
+    rows = table({"latency": latency, "isolation": isolation})
+    assert not [r for r in rows if r[0].startswith("5. (reference) an event's")]
+
+
+def test_an_events_first_and_last_arrival_count_only_events_that_reached_every_route(
+    tmp_path: Path,
+) -> None:
+    # Event a: sent at 10.000, its 202 at 10.001, arrivals at 10.002 (x) and 10.005 (y).
+    # Event b reached x only: in the pairs, not in the fan-out. Event c is in the warm-up.
+    steady_file = tmp_path / "steady.json"
+    steady_file.write_text(
+        json.dumps(
+            {
+                "ids": ["a", "b", "c"],
+                "sent": [10.0, 10.01, 9.0],
+                "accepted": [10.001, 10.011, 9.001],
+                "status": [202, 202, 202],
+            }
+        )
+    )
+    arrivals = {
+        "ids": ["a", "a", "b", "c", "c", "a"],
+        "routes": ["y", "x", "x", "x", "y", "x"],  # a's second arrival at x is a repeat
+        "times": [10.005, 10.002, 10.013, 9.002, 9.003, 10.009],
+    }
+    latencies, details = latencies_of(steady_file, arrivals, {"x", "y"}, skip_before=9.5)
+    assert latencies == pytest.approx([1.0, 2.0, 4.0])  # from the 202, first arrivals only
+    assert details["measured_pairs"] == 3 and details["missing"] == 1
+    fan = details["fan_out_ms"]
+    assert fan["first"]["p50"] == fan["first"]["p99"] == pytest.approx(2.0)
+    assert fan["last"]["p50"] == fan["last"]["p99"] == pytest.approx(5.0)
+    # One route: no fan-out to report.
+    assert "fan_out_ms" not in latencies_of(steady_file, arrivals, {"x"}, skip_before=9.5)[1]
