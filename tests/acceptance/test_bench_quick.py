@@ -45,7 +45,10 @@ def test_bench_quick_runs_every_scenario_and_every_delivery_arrives_once() -> No
         assert 0 < cores <= (os.cpu_count() or 1), (steady, cores)  # no more than the machine
     # An event's first and last healthy arrival in scenario 5 (five healthy webhooks).
     assert "| 5. (reference) an event's first / last healthy arrival," in done.stdout
-    fan = json.loads((RESULTS / "isolation.json").read_text())["fan_out_ms"]
+    isolation = json.loads((RESULTS / "isolation.json").read_text())
+    fan = isolation["fan_out_ms"]
+    # Every measured event once, with its five healthy (event, webhook) pairs.
+    assert fan["first"]["n"] * 5 == isolation["measured_pairs"] + isolation["missing"], fan
     assert 0 < fan["first"]["p50"] <= fan["last"]["p50"], fan
     summary = json.loads((RESULTS / "summary.json").read_text())
     assert summary["quick"] is True
