@@ -217,3 +217,25 @@ def test_an_events_last_arrival_is_never_when_a_route_missed_it(
     assert fan["last"]["p99"] is None  # past the wait, as from_send_ms reports it
     # One route: no fan-out to report.
     assert "fan_out_ms" not in latencies_of(steady_file, arrivals, {"x"}, skip_before=9.5)[1]
+
+
+def test_an_events_first_arrival_is_never_when_nothing_of_it_arrived(tmp_path: Path) -> None:
+    # Event a reached both routes (2 and 4 ms after its request); event b reached none.
+    steady_file = tmp_path / "steady.json"
+    steady_file.write_text(
+        json.dumps(
+            {
+                "ids": ["a", "b"],
+                "sent": [10.0, 10.01],
+                "accepted": [10.001, 10.011],
+                "status": [202, 202],
+            }
+        )
+    )
+    arrivals = {"ids": ["a", "a"], "routes": ["x", "y"], "times": [10.002, 10.004]}
+    _, details = latencies_of(steady_file, arrivals, {"x", "y"}, skip_before=9.5)
+    assert details["missing"] == 2
+    fan = details["fan_out_ms"]
+    assert (fan["first"]["n"], fan["first"]["never_arrived"]) == (2, 1)
+    assert (fan["last"]["n"], fan["last"]["never_arrived"]) == (2, 1)
+    assert fan["first"]["p50"] is None and fan["first"]["max"] is None  # b counts as +inf
