@@ -9,7 +9,7 @@ import urllib.parse
 
 import asyncpg
 import pytest
-from bench.run import Postgres
+from bench.procs import Postgres
 
 from tests.conftest import TEST_DATABASE_URL
 

@@ -1,4 +1,4 @@
-"""The bench's verdicts (bench/run.py ``table``): delivery is judged on the best of one
+"""The bench's verdicts (bench/table.py ``table``): delivery is judged on the best of one
 and two worker processes against the uvloop ceiling (the like-for-like one), for
 SQLite and PostgreSQL alike. Synthetic results; no process is started."""
 
@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench.run import latencies_of, table
+from bench.scenarios.steady import latencies_of
+from bench.table import table
 
 
 def results(
@@ -76,10 +77,10 @@ def test_a_figure_beside_a_verdict_never_reads_as_the_target_it_missed() -> None
     peer["throughput"]["single"]["peer"] = {"drain": {"rate": 30.0}}
     shown = row(table(peer), "3. Peer")
     assert shown[1].endswith("; 149x") and shown[3] == "NOT met"
-    # Caps the other way: 3.006 ms against 2.0 ms is 1.503x, printed 1.51x, not 1.50x.
-    over = row(table({"latency": steady(0.1, 2.0), "isolation": steady(0.8, 3.006)}), "5. Isol")
+    # Caps the other way: 3.006 ms against 2.0 ms alone is 1.503x, printed 1.51x, not 1.50x.
+    over = row(table({"isolation": isolated(3.006, alone=2.0)}), "5. Isol")
     assert over[1].endswith("; 1.51x") and over[3] == "NOT met"
-    at = row(table({"latency": steady(0.1, 2.0), "isolation": steady(0.8, 3.0)}), "5. Isol")
+    at = row(table({"isolation": isolated(3.0, alone=2.0)}), "5. Isol")
     assert at[1].endswith("; 1.50x") and at[3] == "met"
     # The latency's 10 ms: a p99 of 10.04 ms reads 10.1 ms beside "NOT met".
     late = row(table({"latency": steady(10.04, 12.0)}), "4. Latency")
@@ -104,17 +105,49 @@ def steady(p99_from_202: float, p99_from_send: float) -> dict[str, Any]:
     }
 
 
-def test_isolation_is_judged_on_the_p99_from_the_request_only() -> None:
-    # Scenario 4's p99 from the 202 is about 0 (a delivery beats its 202): no ratio to it
-    # is printed, and the verdict is 4.2 / 3.0 = 1.40x from the request.
-    met = row(table({"latency": steady(-0.01, 3.0), "isolation": steady(0.8, 4.2)}), "5. Isolation")
-    assert met[1] == "-0.2 ms / 0.8 ms; 1.8 ms / 4.2 ms; 1.40x"
-    assert met[3] == "met"
-    missed = row(
-        table({"latency": steady(0.5, 3.0), "isolation": steady(0.4, 4.8)}), "5. Isolation"
-    )
-    assert missed[1].endswith("1.60x")
+def isolated(p99_from_send: float, *, alone: float | None) -> dict[str, Any]:
+    """Scenario 5's results: the healthy webhooks' p99 beside the hanging ones, and the
+    same five webhooks' p99 alone (None: a run made without that reference)."""
+    result = steady(0.8, p99_from_send)
+    if alone is not None:
+        result["without_hanging"] = {
+            "latency_ms": result["latency_ms"],
+            "from_send_ms": {"p50": 1.6, "p95": 2.2, "p99": alone, "never_arrived": 0},
+        }
+    return result
+
+
+def test_isolation_is_judged_against_the_same_five_webhooks_without_the_hanging_ones() -> None:
+    # With the hanging ones 4.2 ms, alone 3.5 ms: 1.20x, met, however far scenario 4's one
+    # webhook (2.0 ms) is below both.
+    latency = steady(-0.01, 2.0)
+    met = row(table({"latency": latency, "isolation": isolated(4.2, alone=3.5)}), "5. Isolation")
+    assert met[1] == "-0.2 ms / 0.8 ms; 1.8 ms / 4.2 ms; 1.6 ms / 3.5 ms; 1.20x"
+    assert (met[2], met[3]) == ("≤ 1.5x", "met")
+    # 5.6 ms against 3.5 ms alone: 1.60x.
+    missed = row(table({"latency": latency, "isolation": isolated(5.6, alone=3.5)}), "5. Isol")
+    assert missed[1].endswith("; 1.60x")
     assert missed[3] == "NOT met"
+
+
+def test_the_fan_out_cost_is_a_reference_row_beside_the_verdict() -> None:
+    # The five healthy webhooks alone (3.5 ms) against scenario 4's one webhook (2.0 ms).
+    rows = table({"latency": steady(-0.01, 2.0), "isolation": isolated(4.2, alone=3.5)})
+    cost = row(rows, "5. (reference) fan-out cost")
+    assert cost[1:] == ("1.75x", "", "")
+    # Without scenario 4 there is nothing to compare with; the verdict stands alone.
+    rows = table({"isolation": isolated(4.2, alone=3.5)})
+    assert not [r for r in rows if r[0].startswith("5. (reference) fan-out cost")]
+    assert row(rows, "5. Isolation")[3] == "met"
+
+
+def test_isolation_without_its_reference_run_has_no_verdict() -> None:
+    # Results made without the run of the five webhooks alone: shown, but not judged.
+    shown = row(
+        table({"latency": steady(-0.01, 2.0), "isolation": isolated(4.2, alone=None)}), "5."
+    )
+    assert shown[1] == "-0.2 ms / 0.8 ms; 1.8 ms / 4.2 ms"
+    assert shown[3] == "—"
 
 
 def test_the_split_bare_client_is_a_reference_row_when_measured() -> None:
@@ -174,9 +207,9 @@ def test_an_events_first_and_last_arrival_are_a_reference_row_when_measured() ->
             "last": {"p50": 1.6, "p95": 2.3, "p99": 3.1, "never_arrived": 0},
         },
     }
-    alone = row(table({"latency": latency, "isolation": isolation}), "5. (reference) the 5")
-    assert alone[0].endswith("; an event's first / last arrival p99")
-    assert alone[1] == "1.6 ms / 3.0 ms; 1.13x; 2.4 ms / 3.1 ms"
+    merged = row(table({"latency": latency, "isolation": isolation}), "5. (reference) an event's")
+    assert merged[0].endswith("; the same p99s without the hanging ones")
+    assert merged[1] == "1.3 ms / 2.6 ms; 1.7 ms / 3.3 ms; 1.30x; 2.4 ms / 3.1 ms"
     del isolation["without_hanging"]
     del isolation["fan_out_ms"]  # results from before it was measured: no such row
     rows = table({"latency": latency, "isolation": isolation})

@@ -44,7 +44,7 @@ def build_request(job: Job, *, now: datetime) -> SignedRequest:
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         # Responses are kept as excerpts, never decompressed. Said here rather than with
-        # the session's skip_auto_headers, which costs a header copy on every request.
+        # ClientSession(skip_auto_headers=...), which costs a header copy on every request.
         "Accept-Encoding": "identity",
         "X-Webhook-Event": job.event_type,
         "X-Webhook-Id": job.event_id,
