@@ -182,3 +182,16 @@ async def delivering(serve: Callable[..., Any]) -> AsyncIterator[Callable[..., A
     yield start
     for client in made:
         await client.aclose()
+
+
+# --- Kafka (tests/broker.py) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One Tansu broker for the session; a test that needs it fails if it cannot start."""
+    from tests.broker import start_broker
+
+    broker = start_broker(tmp_path_factory.mktemp("kafka") / "broker.log")
+    yield broker
+    broker.stop()

@@ -428,13 +428,22 @@ async def create_admin_key(env: dict[str, str]) -> str:
 
 
 class Server:
-    """One ``bellhook serve --dev`` subprocess (or ``bellhook worker --dev <worker>...``);
+    """One ``bellhook serve --dev`` subprocess (or ``bellhook worker --dev <worker>...``, or
+    ``bellhook consume <consume>...``);
     its output goes to a log file and can be awaited line by line."""
 
-    def __init__(self, env: dict[str, str], log: Path, *, worker: Sequence[str] | None = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        *,
+        worker: Sequence[str] | None = None,
+        consume: Sequence[str] | None = None,
+    ):
         self.env = env
         self.port = free_port()
         self.worker = worker  # the worker's arguments: run a worker instead of serve
+        self.consume = consume  # the arguments of `bellhook consume`, to run it instead
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
         self._lines: list[str] = []
@@ -446,16 +455,20 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        command = (
-            ["serve", "--dev", "--port", str(self.port)]
-            if self.worker is None
-            else ["worker", "--dev", *self.worker]
-        )
+        if self.consume is not None:
+            command = ["consume", *self.consume]
+        elif self.worker is not None:
+            command = ["worker", "--dev", *self.worker]
+        else:
+            command = ["serve", "--dev", "--port", str(self.port)]
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bellhook", *command,
             env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read_output())
+        if self.consume is not None:
+            await self.wait_for_output("kafka.started")
+            return
         if self.worker is not None:
             await self.wait_for_output("dispatcher.started")
             return

@@ -1,4 +1,4 @@
-"""The ``bellhook`` command: serve, worker, migrate, keys."""
+"""The ``bellhook`` command: serve, worker, consume, migrate, keys."""
 
 from __future__ import annotations
 
@@ -178,6 +178,54 @@ def worker(
         await dispatcher.run()
 
     run_with_runtime(settings, deliver)
+
+
+@app.command()
+def consume(
+    bootstrap_servers: Annotated[
+        str | None,
+        typer.Option(
+            help="host:port,... [env BELLHOOK_KAFKA_BOOTSTRAP_SERVERS]", show_default=False
+        ),
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="[env BELLHOOK_KAFKA_GROUP, default bellhook]")
+    ] = None,
+    topics: Annotated[
+        str | None,
+        typer.Option(help="comma-separated [env BELLHOOK_KAFKA_TOPICS, default bellamy.events]"),
+    ] = None,
+    database_url: DatabaseOpt = None,
+    log_level: LogLevelOpt = None,
+) -> None:
+    """Consume events from Kafka into deliveries (run `worker` to send them)."""
+    import signal
+
+    from bellhook.ingest.consumer import KafkaIngest
+
+    settings = load_settings(
+        kafka_bootstrap_servers=bootstrap_servers,
+        kafka_group=group,
+        kafka_topics=topics,
+        database_url=database_url,
+        log_level=log_level,
+    )
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.kafka_bootstrap_servers:
+        err.print(
+            "[red]bellhook: set BELLHOOK_KAFKA_BOOTSTRAP_SERVERS (or --bootstrap-servers)[/red]"
+        )
+        raise typer.Exit(2)
+    tune_gc()
+
+    async def run(rt: Runtime) -> None:
+        ingest = KafkaIngest(rt)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, ingest.stop)
+        await ingest.run()
+
+    run_with_runtime(settings, run)
 
 
 @app.command()

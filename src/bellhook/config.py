@@ -73,6 +73,39 @@ class Settings(BaseSettings):
         "all decrypt (key rotation); unset: secrets are stored as they are",
     )
 
+    # Kafka ingestion (bellhook[kafka]; docs/kafka.md). Off while no servers are set.
+    kafka_bootstrap_servers: str = Field(
+        default="", description="host:port,... of the Kafka cluster; empty: no consumer"
+    )
+    kafka_group: str = Field(default="bellhook", min_length=1, max_length=255)
+    kafka_topics: str = Field(
+        default="bellamy.events", min_length=1, description="comma-separated topics to consume"
+    )
+    kafka_dlq_topic: str | None = Field(
+        default=None, description="also produce refused messages to this topic"
+    )
+    kafka_max_backlog: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="pending deliveries past which consumption pauses until they drain",
+    )
+    kafka_batch_size: int = Field(default=1000, ge=1, le=10_000)
+    kafka_security_protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] = "plaintext"
+    kafka_sasl_mechanism: str | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER"
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_options: str = Field(
+        default="",
+        description="further client properties, comma-separated name=value "
+        "(e.g. session.timeout.ms=10000)",
+    )
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _parse_schedule(cls, value: object) -> object:

@@ -19,6 +19,7 @@ from bellhook.domain.destination import DestinationPolicy, Resolver, parse_netwo
 from bellhook.store.database import Database
 from bellhook.store.deliveries import DeliveryRepository
 from bellhook.store.events import EventRepository
+from bellhook.store.ingest_errors import IngestErrorRepository
 from bellhook.store.keys import KeyRepository
 from bellhook.store.secretbox import OpenedSecrets, SecretBox
 from bellhook.store.webhooks import WebhookRepository
@@ -38,6 +39,7 @@ class Runtime:
     webhooks: WebhookRepository
     events: EventRepository
     deliveries: DeliveryRepository
+    ingest_errors: IngestErrorRepository
     guard: DestinationGuard
     sender: Sender
     clock: Clock
@@ -90,6 +92,7 @@ async def open_runtime(
             webhooks=webhooks,
             events=EventRepository(db, opened=opened),
             deliveries=DeliveryRepository(db, secretbox=box, opened=opened),
+            ingest_errors=IngestErrorRepository(db),
             guard=guard,
             sender=sender,
             clock=clock,

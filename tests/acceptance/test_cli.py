@@ -198,6 +198,21 @@ async def test_keys_create_needs_an_owner(database_url: str) -> None:
 # --- configuration errors ----------------------------------------------------------------
 
 
+async def test_consume_without_a_cluster_says_which_setting_is_missing(database_url: str) -> None:
+    output = assert_clean_failure(await run_cli("consume", database_url=database_url))
+    assert "BELLHOOK_KAFKA_BOOTSTRAP_SERVERS" in output
+
+
+async def test_consume_refuses_kafka_options_that_are_not_name_value(database_url: str) -> None:
+    result = await run_cli(
+        "consume",
+        database_url=database_url,
+        BELLHOOK_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9",
+        BELLHOOK_KAFKA_OPTIONS="session.timeout.ms",
+    )
+    assert "is not name=value" in assert_clean_failure(result)
+
+
 async def test_invalid_port_fails_with_a_clear_message(database_url: str) -> None:
     result = await run_cli("serve", database_url=database_url, BELLHOOK_PORT="notanumber")
     output = assert_clean_failure(result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -79,3 +80,25 @@ async def test_the_claim_seeks_the_pending_deliveries_index(
                 plan = await tx.fetch("EXPLAIN EXECUTE due('wh_x', now(), 16)")
                 await tx.fetch("DEALLOCATE due")
     assert "ix_deliveries_pending" in " ".join(str(cell) for row in plan for cell in row)
+
+
+def _schema_drift(connection: Connection) -> list[Any]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from bellhook.store.tables import metadata
+
+    context = MigrationContext.configure(connection, opts={"compare_type": False})
+    drift = compare_metadata(context, metadata)
+    # SQLite reports its partial indexes' predicates differently from the model's text.
+    return [d for d in drift if not (isinstance(d, tuple) and "ix_deliveries_pending" in str(d))]
+
+
+async def test_the_migrations_make_the_schema_the_tables_describe(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # The dead-letter table (0003) included: a table or index missing from a migration,
+    # or only in one, shows here.
+    async with open_runtime(make_settings()) as rt, rt.db.read() as conn:
+        drift = await conn.run_sync(_schema_drift)
+    assert drift == []

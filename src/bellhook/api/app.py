@@ -12,10 +12,11 @@ from bellhook import __version__
 from bellhook.api.errors import install_error_handlers
 from bellhook.api.limits import BodyLimitMiddleware
 from bellhook.api.ratelimit import ApiRateLimits
-from bellhook.api.routers import deliveries, event_types, events, health, webhooks
+from bellhook.api.routers import deliveries, event_types, events, health, ingest, webhooks
 from bellhook.config import Settings
 from bellhook.delivery.dispatcher import running_dispatcher
 from bellhook.domain.destination import Resolver
+from bellhook.ingest.consumer import running_consumer
 from bellhook.runtime import Clock, open_runtime, utc_now
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -61,9 +62,11 @@ def create_app(
                     "run `bellhook secrets reencrypt` to encrypt them",
                 )
             if not settings.worker:
-                yield
+                async with running_consumer(rt):
+                    yield
                 return
-            async with running_dispatcher(rt):
+            # The dispatcher first: the consumer's events are handed to it as HTTP's are.
+            async with running_dispatcher(rt), running_consumer(rt):
                 yield
 
     app = FastAPI(
@@ -84,6 +87,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(deliveries.router)
     app.include_router(event_types.router)
+    app.include_router(ingest.router)
     app.include_router(health.router)
     app.add_middleware(
         BodyLimitMiddleware,

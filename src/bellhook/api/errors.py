@@ -14,6 +14,7 @@ from starlette.routing import Match
 
 from bellhook import errors
 from bellhook.api.deps import authenticate_early
+from bellhook.ingest.intake import validation_details, validation_summary
 
 log = logging.getLogger("bellhook.api")
 
@@ -62,30 +63,6 @@ def error_response(
 ) -> JSONResponse:
     body = {"success": False, "error": {"code": code, "message": message, "details": list(details)}}
     return JSONResponse(body, status_code=status, headers=dict(headers) if headers else None)
-
-
-def _field_path(loc: Sequence[int | str]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
-
-
-def validation_summary(details: Sequence[dict[str, Any]]) -> str:
-    """One sentence naming the first few fields that are wrong."""
-    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
-    return summary or "the request is not valid"
-
-
-def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """pydantic's errors as ``{"field", "message", "type"}`` items."""
-    details = []
-    for err in errors:
-        item: dict[str, Any] = {
-            "field": _field_path(err.get("loc", ())),
-            "message": err["msg"],
-            "type": err["type"],
-        }
-        details.append(item)
-    return details
 
 
 async def _on_bellhook_error(request: Request, exc: Exception) -> JSONResponse:

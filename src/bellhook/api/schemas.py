@@ -296,3 +296,20 @@ class AttemptOutcome(ApiModel):
     latency_ms: float
     error: str | None
     error_message: str | None
+
+
+class IngestErrorOut(ApiModel):
+    """A message the Kafka consumer refused, and why (``GET /api/ingest/errors``)."""
+
+    id: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = Field(description="the start of the message key, if it had one")
+    excerpt: str = Field(
+        description="the first bytes of the message value (bytes that are not UTF-8 "
+        "shown as \\x escapes)"
+    )
+    code: str = Field(examples=["not_json", "unknown_event_type", "validation_error"])
+    reason: str
+    received_at: Timestamp

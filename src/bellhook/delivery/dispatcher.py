@@ -601,9 +601,10 @@ class Dispatcher:
             before = self.rt.clock() - timedelta(days=self.settings.retention_days)
             removed = 0
             try:
-                while n := await self.rt.deliveries.purge(before=before, batch=PURGE_BATCH):
-                    removed += n
-                    await asyncio.sleep(0.05)  # let deliveries through between batches
+                for purge in (self.rt.deliveries.purge, self.rt.ingest_errors.purge):
+                    while n := await purge(before=before, batch=PURGE_BATCH):
+                        removed += n
+                        await asyncio.sleep(0.05)  # let deliveries through between batches
             except BellhookError as exc:
                 log.warning("retention.purge_failed", error=exc.message)
             if removed:

@@ -46,7 +46,7 @@ from bellhook.store.direct import Direct, Row, RowsStatement, marks
 from bellhook.store.paging import newest_first, page_of
 from bellhook.store.rows import to_attempt, to_delivery
 from bellhook.store.secretbox import OpenedSecrets, SecretBox
-from bellhook.store.tables import attempts, deliveries, events, webhooks
+from bellhook.store.tables import PENDING_ONLY, attempts, deliveries, events, webhooks
 
 CLAIM_BRANCHES = 100  # webhooks looked at per claim statement
 PENDING = DeliveryStatus.PENDING.value
@@ -497,6 +497,13 @@ class DeliveryRepository:
                 )
             ).all()
         return to_delivery(row), [to_attempt(a) for a in attempt_rows]
+
+    async def pending(self) -> int:
+        """How many deliveries wait for a send or a retry (the backlog); counted on the
+        pending deliveries' partial index, which holds nothing else."""
+        async with self.db.read() as conn:
+            query = select(func.count()).select_from(deliveries).where(PENDING_ONLY)
+            return int((await conn.execute(query)).scalar_one())
 
     async def counts(self) -> dict[str, int]:
         async with self.db.read() as conn:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -145,4 +147,22 @@ attempts = Table(
     Column("response_excerpt", Text),
     Index("ix_attempts_delivery", "delivery_id", "started_at"),
     Index("ix_attempts_started", "started_at"),
+)
+
+# Messages the Kafka consumer could not accept (a dead-letter table): kept so that an
+# operator sees them and the partition moves on. One row per message position.
+ingest_errors = Table(
+    "ingest_errors",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("key", Text),  # an excerpt of the message key
+    Column("excerpt", Text, nullable=False),  # the first bytes of the value
+    Column("code", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("topic", "partition", "offset", name="uq_ingest_errors_position"),
+    Index("ix_ingest_errors_created", "created_at", "id"),
 )

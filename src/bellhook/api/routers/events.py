@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, status
-from pydantic import ValidationError
 
 from bellhook.api.deps import AdminDep, RuntimeDep, runtime
-from bellhook.api.errors import validation_details, validation_summary
 from bellhook.api.schemas import (
     API_ERRORS,
     BatchIn,
@@ -21,50 +18,14 @@ from bellhook.api.schemas import (
     EventIn,
     error_responses,
 )
-from bellhook.domain.catalog import WILDCARD, event_type
-from bellhook.domain.ids import new_id
-from bellhook.domain.jsonbytes import UnrepresentableJson, js_dumps
-from bellhook.errors import BellhookError, InvalidInput
+from bellhook.ingest.intake import Refusal, accept_item, new_event
 from bellhook.store.events import NewEvent
-
-MAX_DATA_BYTES = 256 * 1024
 
 router = APIRouter(
     prefix="/api/events",
     tags=["events"],
     responses=error_responses(*API_ERRORS, 403),
 )
-
-
-def new_event(body: EventIn, *, idempotency_key: str | None, now: datetime) -> NewEvent:
-    """Validate an incoming event into what the store keeps (pure, for single and batch)."""
-    event_type(body.event)
-    try:
-        data_json = js_dumps(body.data, root="data")
-    except UnrepresentableJson as exc:
-        raise InvalidInput(str(exc), details=[{"field": exc.path or "data"}]) from exc
-    if len(data_json.encode("utf-8", "surrogatepass")) > MAX_DATA_BYTES:
-        raise InvalidInput(
-            f"data is larger than {MAX_DATA_BYTES // 1024} KiB once serialized",
-            details=[{"field": "data", "limit": MAX_DATA_BYTES}],
-        )
-    timestamp = body.timestamp or now
-    if timestamp.tzinfo is None:
-        timestamp = timestamp.replace(tzinfo=UTC)
-    audience: tuple[str, ...] | None
-    if body.audience is None:
-        audience = None
-    elif body.audience == WILDCARD:
-        audience = (WILDCARD,)
-    else:
-        audience = tuple(dict.fromkeys(body.audience))
-    return NewEvent(
-        id=body.id or idempotency_key or new_id("evt"),
-        type=body.event,
-        data_json=data_json,
-        timestamp=timestamp,
-        audience=audience,
-    )
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Publish an event")
@@ -101,21 +62,17 @@ async def publish_batch(body: BatchIn, _caller: AdminDep, rt: RuntimeDep) -> Env
     results: list[BatchItemOut | None] = [None] * len(body.events)
     valid: list[tuple[int, NewEvent]] = []
     for index, item in enumerate(body.events):
-        try:
-            valid.append(
-                (index, new_event(EventIn.model_validate(item), idempotency_key=None, now=now))
-            )
-        except ValidationError as exc:
-            details = validation_details(exc.errors())
+        accepted_item = accept_item(item, idempotency_key=None, now=now)
+        if isinstance(accepted_item, Refusal):
             results[index] = BatchItemOut(
                 error=ErrorBody(
-                    code="validation_error", message=validation_summary(details), details=details
+                    code=accepted_item.code,
+                    message=accepted_item.message,
+                    details=accepted_item.details,
                 )
             )
-        except BellhookError as exc:
-            results[index] = BatchItemOut(
-                error=ErrorBody(code=exc.code, message=exc.message, details=exc.details)
-            )
+        else:
+            valid.append((index, accepted_item))
     accepted = await rt.events.ingest([e for _, e in valid], now=now) if valid else []
     for (index, _), outcome in zip(valid, accepted, strict=True):
         results[index] = BatchItemOut(
