@@ -42,6 +42,7 @@ class Config:
     ingest_single_n: int
     ingest_single_seconds: float
     ingest_batch_n: int
+    kafka_n: int  # scenario 7: events produced to a topic and consumed
     pg_events: int = 10_000
     pg_fan_events: int = 1_000
     arrival_wait: float = 15.0  # after the load: how long stragglers may take to arrive
@@ -73,6 +74,7 @@ def config(quick: bool, pg_url: str | None) -> Config:
             ingest_single_n=3_000,
             ingest_single_seconds=2,
             ingest_batch_n=5_000,
+            kafka_n=5_000,
             pg_events=1_500,
             pg_fan_events=150,
             pg_url=pg_url,
@@ -98,6 +100,7 @@ def config(quick: bool, pg_url: str | None) -> Config:
         ingest_single_n=30_000,
         ingest_single_seconds=10,
         ingest_batch_n=50_000,  # about 2 s: 10 calls (0.4 s) were at the mercy of one stall
+        kafka_n=100_000,
         pg_events=10_000,
         pg_fan_events=1_000,
         pg_url=pg_url,

@@ -1,4 +1,5 @@
-"""Scenario 7: ingest through ``POST /api/events`` and ``POST /api/events/batch``."""
+"""Scenario 7: ingest through ``POST /api/events``, ``POST /api/events/batch`` and a
+Kafka topic."""
 
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from bench.procs import (
     start_api,
     workdir,
 )
+from bench.scenarios.kafka import kafka_ingest
 
 
 def scenario_ingest(cfg: Config) -> dict[str, Any]:
     log("ingest: POST /api/events (32 in flight) and POST /api/events/batch, 1 webhook")
     out: dict[str, Any] = {}
     with workdir("ingest") as tmp:
-        env = bellhook_env(cfg, sqlite_url(tmp))
+        db_url = sqlite_url(tmp)
+        env = bellhook_env(cfg, db_url)
         receiver_base = f"http://{HOST}:{free_port()}"  # never called: no worker
         key = create_admin_key(env)
         api = start_api(env, tmp, key, worker=False)
@@ -53,10 +56,15 @@ def scenario_ingest(cfg: Config) -> dict[str, Any]:
         )
         s2 = proc_sample(api.proc.pid)
         api.proc.stop()
+        out["kafka"] = kafka_ingest(cfg, tmp, db_url, tmp / "bellhook.db")
     out["single"]["serve_cpu_per_1000"] = (
         (s1.cpu - s0.cpu) / max(out["single"]["accepted"], 1) * 1000
     )
     out["batch"]["serve_cpu_per_1000"] = (s2.cpu - s1.cpu) / max(out["batch"]["accepted"], 1) * 1000
     one, many = out["single"]["events_per_s"], out["batch"]["events_per_s"]
-    log(f"  single {one:,.0f}/s, batch {many:,.0f}/s")
+    kafka = out["kafka"]
+    log(
+        f"  single {one:,.0f}/s, batch {many:,.0f}/s; Kafka {kafka['events_per_s'] or 0:,.0f}/s "
+        f"(bare consumer {kafka['bare'].get('events_per_s') or 0:,.0f}/s)"
+    )
     return out

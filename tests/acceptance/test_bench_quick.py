@@ -63,6 +63,11 @@ def test_bench_quick_runs_every_scenario_and_every_delivery_arrives_once() -> No
     assert {name for name in SCENARIOS if name != "postgres"} <= {
         p.stem for p in RESULTS.glob("*.json")
     }
+    # Scenario 7's Kafka rows: every produced event was stored by `bellhook consume`.
+    kafka = json.loads((RESULTS / "ingest.json").read_text())["kafka"]
+    assert kafka["produced"]["produced"] == kafka["stored"] == kafka["events"], kafka
+    assert kafka["bare"]["messages"] == kafka["events"], kafka
+    assert "| 7. Ingest, Kafka topic" in done.stdout
     throughput = json.loads((RESULTS / "throughput.json").read_text())
     for workload in ("single", "fanout"):
         run = throughput[workload]

@@ -1,9 +1,13 @@
 """The Kafka client: confluent-kafka (librdkafka), behind the ``bellhook[kafka]`` extra.
 
 Nothing outside ``bellhook.ingest`` imports a Kafka client. Why confluent-kafka rather
-than aiokafka: over the same broker, messages and store path, bellhook consumed faster
-with it (docs/kafka.md, "Performance"), and librdkafka reads and decodes messages in
-its own threads, outside the GIL, while the event loop stores the previous batch.
+than aiokafka: both were measured in `make bench`'s scenario 7 on the same broker and
+messages. End to end they were within noise of each other (30-33 against 31-32
+thousand events/s), since the store is the bound; a bare consumer loop read 1.0-1.5
+million messages/s with confluent-kafka against 0.4-0.9 million with aiokafka, and
+librdkafka fetches and decodes in its own threads, outside the GIL, while the event loop
+stores the previous batch. librdkafka's properties also cover every SASL and TLS option
+a real cluster may need (``BELLHOOK_KAFKA_OPTIONS``).
 
 A ``Consumer`` is not thread-safe and its calls block, so every call runs on one
 thread of its own (``_calls``): the event loop never blocks, and calls never overlap.
@@ -98,6 +102,7 @@ class KafkaClient:
         self._consumer: Any = None
         self._producer: Any = None
         self._paused = False
+        self._stored: dict[tuple[str, int], int] = {}  # next offset, per partition
 
     async def _run(self, call: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._calls, call, *args)
@@ -116,6 +121,7 @@ class KafkaClient:
             # Offsets are committed by hand, only once the events are stored.
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
+            "on_commit": self._committed,
         }
         try:
             self._consumer = self._kafka.Consumer(consumer_config, logger=_LibrdkafkaLog())
@@ -136,8 +142,9 @@ class KafkaClient:
             self._on_assign([(p.topic, p.partition) for p in partitions])
 
     def _revoked(self, consumer: Any, partitions: list[Any]) -> None:
-        # Nothing to commit here: every batch is stored and committed before the next
-        # poll, and this runs inside a poll.
+        # Every batch read was stored before this poll; its commit may still be in
+        # flight, so commit what is stored once more, and wait, before letting go.
+        self._commit_stored(wait=True)
         consumer.unassign()
         if self._on_revoke is not None:
             self._on_revoke([(p.topic, p.partition) for p in partitions])
@@ -158,23 +165,37 @@ class KafkaClient:
             found.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
         return found
 
-    async def commit(self, messages: Sequence[Message]) -> bool:
-        """Commit past ``messages`` (stored already); False when the group has moved on
-        (they will be read again elsewhere, and stored as duplicates: nothing fans out
-        twice)."""
-        return bool(await self._run(self._commit, list(messages)))
+    async def commit(self, messages: Sequence[Message]) -> None:
+        """Commit past ``messages``, which are stored already.
 
-    def _commit(self, messages: list[Message]) -> bool:
-        ends: dict[tuple[str, int], int] = {}
+        Without waiting for the broker: a commit that is lost only means those messages
+        are read again, and stored as duplicates (nothing fans out twice). Before
+        partitions are revoked and on close, the stored positions are committed again,
+        waiting.
+        """
+        await self._run(self._store_positions, list(messages))
+
+    def _store_positions(self, messages: list[Message]) -> None:
         for m in messages:
-            ends[(m.topic, m.partition)] = max(ends.get((m.topic, m.partition), -1), m.offset)
-        offsets = [self._kafka.TopicPartition(t, p, o + 1) for (t, p), o in ends.items()]
+            key = (m.topic, m.partition)
+            self._stored[key] = max(self._stored.get(key, -1), m.offset + 1)
+        self._commit_stored(wait=False)
+
+    def _commit_stored(self, *, wait: bool) -> None:
+        if not self._stored or self._consumer is None:
+            return
+        offsets = [self._kafka.TopicPartition(t, p, o) for (t, p), o in self._stored.items()]
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(offsets=offsets, asynchronous=not wait)
         except self._kafka.KafkaException as exc:
-            log.warning("kafka.commit_failed", error=str(exc.args[0].str()))
-            return False
-        return True
+            # The group moved on: another member reads these again (duplicates).
+            log.warning("kafka.commit_failed", error=exc.args[0].str())
+        if wait:
+            self._stored.clear()
+
+    def _committed(self, err: Any, _partitions: list[Any]) -> None:
+        if err is not None and err.code() != self._kafka.KafkaError._NO_OFFSET:
+            log.warning("kafka.commit_failed", error=err.str())
 
     async def set_paused(self, paused: bool) -> None:
         await self._run(self._set_paused, paused)
@@ -225,6 +246,7 @@ class KafkaClient:
         if self._producer is not None:
             self._producer.flush(10)
         if self._consumer is not None:
+            self._commit_stored(wait=True)
             self._consumer.close()
 
 
