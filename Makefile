@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: install run test lint format bench bench-quick clean
+.PHONY: install run test lint format bench bench-quick clean kafka-demo
 
 $(STAMP): pyproject.toml constraints.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -36,6 +36,10 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 
 test: lint $(NODE_STAMP)
 	$(BIN)/pytest
+
+# Kafka in, a signed webhook out: a local broker, bellhook consuming, a receiver (docs/kafka.md).
+kafka-demo: install
+	$(BIN)/python examples/kafka_demo.py
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

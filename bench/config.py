@@ -99,7 +99,7 @@ def config(quick: bool, pg_url: str | None) -> Config:
         backlog_cap=130,
         ingest_single_n=30_000,
         ingest_single_seconds=10,
-        ingest_batch_n=50_000,  # about 2 s: 10 calls (0.4 s) were at the mercy of one stall
+        ingest_batch_n=50_000,  # 50 calls of 1,000: one stall does not decide the rate
         kafka_n=100_000,
         pg_events=10_000,
         pg_fan_events=1_000,

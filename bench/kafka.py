@@ -18,7 +18,8 @@ from confluent_kafka import Consumer, Producer
 
 from bench.common import event_payload
 
-# As bench.procs' consumers: a short session timeout, so the group's join is short.
+# As bench.scenarios.kafka gives `bellhook consume`: a short session timeout, so the
+# group's join is short.
 CLIENT_OPTIONS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 
 

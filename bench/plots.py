@@ -149,10 +149,14 @@ def ingest(out: Path) -> str | None:
     ing = load(out, "ingest")
     if not ing:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
     labels = ["POST /api/events\n(32 in flight)", "POST /api/events/batch\n(1,000 a call)"]
     values = [ing["single"]["events_per_s"], ing["batch"]["events_per_s"]]
     targets = [1500, 20000]
+    if (ing.get("kafka") or {}).get("events_per_s"):
+        labels.append("Kafka topic\n(bellhook consume)")
+        values.append(ing["kafka"]["events_per_s"])
+        targets.append(20000)
     bars = ax.bar(labels, values, color="tab:blue", label="measured")
     ax.scatter(labels, targets, marker="_", s=2000, color="black", label="target", zorder=3)
     for bar, v in zip(bars, values, strict=True):
@@ -161,7 +165,7 @@ def ingest(out: Path) -> str | None:
     ax.set_ylim(bottom=10)
     ax.set_ylabel("events accepted per second (log)")
     ax.set_title("Scenario 7: ingest (SQLite, 1 webhook)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path = out / "ingest.png"
     fig.savefig(path, dpi=110)

@@ -85,6 +85,31 @@ class Broker:
         assert not failed, failed
         return count
 
+    def read(self, topic: str, count: int, *, timeout: float = 90) -> list[dict[str, Any]]:
+        """The first ``count`` messages of ``topic`` (one partition): value, key, headers."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 6000,
+            }
+        )
+        consumer.subscribe([topic])
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(found) < count and time.monotonic() < deadline:
+                for m in consumer.consume(count - len(found), 1.0):
+                    if m.error() is None:
+                        found.append(
+                            {"value": m.value(), "key": m.key(), "headers": dict(m.headers() or [])}
+                        )
+        finally:
+            consumer.close()
+        assert len(found) == count, f"{len(found)} of {count} messages on {topic}"
+        return found
+
     def committed(self, group: str, topic: str, partitions: int) -> list[int]:
         """The group's committed offset of each partition (-1001: none)."""
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})

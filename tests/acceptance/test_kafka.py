@@ -84,9 +84,9 @@ async def test_every_catalog_event_and_cloudevents_are_delivered_signed(
 async def test_poison_messages_are_listed_and_never_block_the_good_ones(
     kafka_broker: Broker, delivering: Deliver, receivers: Start
 ) -> None:
-    topic = kafka_broker.topic()
+    topic, dead_letters = kafka_broker.topic(), kafka_broker.topic()
     rx = await receivers()
-    setup = await delivering(**kafka_settings(kafka_broker, topic))
+    setup = await delivering(**kafka_settings(kafka_broker, topic, kafka_dlq_topic=dead_letters))
     await create_webhook(setup.api, rx.url(), events=["post.created"])
 
     def good(n: int) -> bytes:
@@ -138,6 +138,15 @@ async def test_poison_messages_are_listed_and_never_block_the_good_ones(
         "/api/ingest/errors", params={"limit": 100, "cursor": body["pagination"]["nextCursor"]}
     )
     assert [e["offset"] for e in ok_data(rest)] == [7, 5, 3, 1]
+    # Each refused message is on the dead-letter topic too, as it was, with why.
+    produced = kafka_broker.read(dead_letters, len(poison))
+    assert [m["value"] for m in produced] == [poison[i][0] for i in sorted(poison)]
+    assert [m["key"] for m in produced] == [f"key-{i}".encode() for i in sorted(poison)]
+    assert [m["headers"]["bellhook-error-code"] for m in produced] == [
+        poison[i][1].encode() for i in sorted(poison)
+    ]
+    assert produced[0]["headers"]["bellhook-source"] == f"{topic}/0/1".encode()
+
     async with setup.svc.client(await setup.svc.new_key("acme")) as integrator:
         refused = await integrator.get("/api/ingest/errors")
     assert refused.status_code == 403

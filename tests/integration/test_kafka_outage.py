@@ -86,3 +86,22 @@ async def test_a_database_outage_pauses_commits_nothing_and_resumes(
         finally:
             consumer.stop()
             await running
+
+
+async def test_dead_letters_are_kept_as_long_as_deliveries_then_purged(
+    make_settings: Callable[..., Settings],
+) -> None:
+    from datetime import timedelta
+
+    from bellhook.store.ingest_errors import IngestError
+
+    now = datetime.now(UTC)
+    async with open_runtime(make_settings()) as rt:
+        old = IngestError("t", 0, 1, None, "{", "not_json", "the message is not JSON")
+        recent = IngestError("t", 0, 2, "k", "[", "not_an_object", "not an object")
+        await rt.ingest_errors.record([old], now=now - timedelta(days=31))
+        await rt.ingest_errors.record([recent, old], now=now)  # old again: kept once
+        assert await rt.ingest_errors.purge(before=now - timedelta(days=30), batch=10) == 1
+        assert await rt.ingest_errors.purge(before=now - timedelta(days=30), batch=10) == 0
+        page = await rt.ingest_errors.page(limit=10, cursor=None)
+    assert [(e.offset, e.code) for e in page.items] == [(2, "not_an_object")]

@@ -107,7 +107,7 @@ def steady(p99_from_202: float, p99_from_send: float) -> dict[str, Any]:
 
 def isolated(p99_from_send: float, *, alone: float | None) -> dict[str, Any]:
     """Scenario 5's results: the healthy webhooks' p99 beside the hanging ones, and the
-    same five webhooks' p99 alone (None: a run made without that reference)."""
+    same five webhooks' p99 alone (None: results without that reference run)."""
     result = steady(0.8, p99_from_send)
     if alone is not None:
         result["without_hanging"] = {
@@ -142,12 +142,30 @@ def test_the_fan_out_cost_is_a_reference_row_beside_the_verdict() -> None:
 
 
 def test_isolation_without_its_reference_run_has_no_verdict() -> None:
-    # Results made without the run of the five webhooks alone: shown, but not judged.
+    # Results without the run of the five webhooks alone: shown, but not judged.
     shown = row(
         table({"latency": steady(-0.01, 2.0), "isolation": isolated(4.2, alone=None)}), "5."
     )
     assert shown[1] == "-0.2 ms / 0.8 ms; 1.8 ms / 4.2 ms"
     assert shown[3] == "—"
+    # A reference whose p99 never arrived: nothing to judge against, and no fan-out cost.
+    reference_lost = isolated(4.2, alone=3.5)
+    reference_lost["without_hanging"]["from_send_ms"]["p99"] = None
+    rows = table({"latency": steady(-0.01, 2.0), "isolation": reference_lost})
+    assert row(rows, "5. Isolation")[1] == "-0.2 ms / 0.8 ms; 1.8 ms / 4.2 ms; 1.6 ms / > 15 s"
+    assert row(rows, "5. Isolation")[3] == "—"
+    assert not [r for r in rows if r[0].startswith("5. (reference) fan-out cost")]
+
+
+def test_isolation_misses_when_the_healthy_p99_never_arrived() -> None:
+    # Beside the hanging ones, the healthy webhooks' p99 came later than the wait: missed,
+    # with or without the reference run.
+    for alone in (3.5, None):
+        lost = isolated(4.2, alone=alone)
+        lost["from_send_ms"]["p99"] = None
+        shown = row(table({"isolation": lost}), "5. Isolation")
+        assert "1.8 ms / > 15 s" in shown[1] and not shown[1].endswith("x")
+        assert shown[3] == "NOT met"
 
 
 def test_the_split_bare_client_is_a_reference_row_when_measured() -> None:
@@ -181,9 +199,9 @@ def test_serve_load_during_the_steady_runs_is_a_reference_row_when_measured() ->
     ref = row(table({"latency": latency, "isolation": isolation}), "4-5. (reference)")
     assert ref[0].endswith("scenario 4 / 5 / the 5 healthy alone, in cores (its event loop is one)")
     assert ref[1:] == ("0.31 / 0.82 / 0.76", "", "")
-    del isolation["without_hanging"]  # a quick run: no reference run without the hanging ones
+    del isolation["without_hanging"]  # results without the reference run
     assert row(table({"latency": latency, "isolation": isolation}), "4-5.")[1] == "0.31 / 0.82"
-    # Results from before the load was measured: no such row.
+    # Results without serve's load: no such row.
     rows = table({"latency": steady(-0.01, 3.0), "isolation": steady(0.8, 4.2)})
     assert not [r for r in rows if r[0].startswith("4-5.")]
 
@@ -211,7 +229,7 @@ def test_an_events_first_and_last_arrival_are_a_reference_row_when_measured() ->
     assert merged[0].endswith("; the same p99s without the hanging ones")
     assert merged[1] == "1.3 ms / 2.6 ms; 1.7 ms / 3.3 ms; 1.30x; 2.4 ms / 3.1 ms"
     del isolation["without_hanging"]
-    del isolation["fan_out_ms"]  # results from before it was measured: no such row
+    del isolation["fan_out_ms"]  # results without an event's first and last: no such row
     rows = table({"latency": latency, "isolation": isolation})
     assert not [r for r in rows if r[0].startswith("5. (reference) an event's")]
 

@@ -131,3 +131,13 @@ def test_options_that_are_not_name_value_pairs_are_refused_clearly() -> None:
     assert parse_options("") == {}
     with pytest.raises(ConfigurationError, match="'oops' is not name=value"):
         parse_options("a=1,oops")
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["enable.ssl.certificate.verification=false", "ssl.endpoint.identification.algorithm=none"],
+)
+def test_options_that_turn_off_the_brokers_certificate_check_are_refused(option: str) -> None:
+    with pytest.raises(ConfigurationError, match="certificate check"):
+        parse_options(f"session.timeout.ms=10000,{option}")
+    assert parse_options("ssl.endpoint.identification.algorithm=https")  # the default, allowed

@@ -71,7 +71,22 @@ def parse_options(text: str) -> dict[str, str]:
                 "(e.g. session.timeout.ms=10000)"
             )
         options[name.strip()] = value.strip()
+    for name, refused in _UNVERIFIED_TLS.items():
+        if options.get(name, "").lower() in refused:
+            raise ConfigurationError(
+                f"BELLHOOK_KAFKA_OPTIONS: {name}={options[name]} would turn off the "
+                "broker's certificate check; bellhook always verifies TLS "
+                "(give the broker's CA with BELLHOOK_KAFKA_SSL_CA_LOCATION)"
+            )
     return options
+
+
+# librdkafka properties whose values switch TLS verification off: refused, as for
+# webhook deliveries, so no setting makes bellhook trust an unverified peer.
+_UNVERIFIED_TLS = {
+    "enable.ssl.certificate.verification": {"false", "0"},
+    "ssl.endpoint.identification.algorithm": {"none"},
+}
 
 
 def _import_confluent() -> Any:
