@@ -536,3 +536,9 @@ class Server:
 
     def output(self) -> str:
         return "".join(self._lines)[-4000:]
+
+    def output_all(self) -> str:
+        return "".join(self._lines)
+
+    def output_lines(self) -> list[str]:
+        return [line.rstrip("\n") for line in self._lines]

@@ -32,6 +32,29 @@ class Settings(BaseSettings):
     allowed_networks: str = Field(
         default="", description="comma-separated CIDRs of private networks webhooks may target"
     )
+    # PostgreSQL connections, per process (docs/deployment.md: sizing). SQLite ignores them.
+    db_pool_size: int = Field(
+        default=5, ge=1, le=1000, description="connections each process keeps open"
+    )
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=1000, description="further connections a process opens under load"
+    )
+    db_pool_timeout: float = Field(
+        default=10.0, gt=0, description="seconds a request waits for a free connection"
+    )
+    db_connect_timeout: float = Field(
+        default=5.0, gt=0, description="seconds to open a connection before giving up"
+    )
+    db_statement_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="seconds any one statement may run before PostgreSQL cancels it; 0: none",
+    )
+    listen_database_url: str | None = Field(
+        default=None,
+        description="a direct PostgreSQL URL for the wake-up listener, when the database "
+        "URL goes through a transaction-pooling PgBouncer; unset: the database URL",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

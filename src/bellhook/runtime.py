@@ -16,7 +16,7 @@ from bellhook.config import Settings
 from bellhook.delivery.resolver import DestinationGuard
 from bellhook.delivery.sender import Sender
 from bellhook.domain.destination import DestinationPolicy, Resolver, parse_networks
-from bellhook.store.database import Database
+from bellhook.store.database import Database, PoolOptions
 from bellhook.store.deliveries import DeliveryRepository
 from bellhook.store.events import EventRepository
 from bellhook.store.ingest_errors import IngestErrorRepository
@@ -72,7 +72,7 @@ async def open_runtime(
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     guard = DestinationGuard(destination_policy(settings), resolver)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pool=PoolOptions.from_settings(settings))
     sender = Sender(
         guard, timeout=settings.delivery_timeout, max_connections=settings.max_concurrency
     )

@@ -120,7 +120,7 @@ async def test_stop_gives_up_on_outcomes_the_database_keeps_refusing(
             # Leaving the block returned: the dispatcher stopped.
         assert hit.event_id == "evt_unsaved"
         events = [entry["event"] for entry in logs]
-        assert "dispatcher.record_failed" in events
+        assert "database.unavailable" in events
         assert "dispatcher.outcomes_unsaved" in events
         monkeypatch.undo()
         assert await rt.deliveries.counts() == {"pending": 1}

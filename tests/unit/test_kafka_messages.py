@@ -104,6 +104,7 @@ def test_a_message_that_cannot_be_an_event_is_refused_with_a_reason(
 def test_an_excerpt_is_bounded_and_shows_bytes_that_are_not_text() -> None:
     assert excerpt(b"\xffab" * 1000, 6) == "\\xffab\\xffab"
     assert excerpt(None, 10) == ""
+    assert excerpt(b"a\x00b", 10) == "a\\x00b"  # PostgreSQL text holds no NUL
 
 
 def test_the_client_gets_the_security_settings_and_the_extra_options() -> None:

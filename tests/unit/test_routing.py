@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bellhook.domain.routing import Candidate, Route, pick_claims, recipients
+from bellhook.domain.routing import Candidate, Route, in_turns, pick_claims, recipients
 
 ADMIN_POSTS = Route("wh_admin", "ops", admin_owned=True, events=("post.created",))
 ADMIN_ALL = Route("wh_admin_all", "ops", admin_owned=True, events=("*",))
@@ -125,3 +125,32 @@ def test_nothing_to_claim() -> None:
 def test_consumes_a_lazy_iterable_once() -> None:
     gen = (Candidate(f"d{i}", "a") for i in range(5))
     assert pick_claims(gen, in_flight={}, per_webhook=3, limit=10) == ["d0", "d1", "d2"]
+
+
+# --- in_turns ------------------------------------------------------------------------------
+
+
+def turns(rows: list[tuple[str, str, int]]) -> list[str]:
+    return [r[0] for r in in_turns(rows, webhook_of=lambda r: r[1], due_of=lambda r: r[2])]
+
+
+def test_a_deep_backlog_takes_turns_with_a_fresh_delivery() -> None:
+    backlog = [(f"old{i}", "dead", i) for i in range(5)]
+    fresh = [("new", "healthy", 100)]
+    order = turns(backlog + fresh)
+    assert order[:2] == ["old0", "new"]  # the healthy webhook's first, not its sixth
+    assert order[2:] == ["old1", "old2", "old3", "old4"]  # each webhook's own by age
+
+
+def test_turns_go_oldest_webhook_first_and_keep_each_webhooks_age_order() -> None:
+    rows = [("b1", "b", 5), ("a2", "a", 9), ("a1", "a", 1), ("b2", "b", 6), ("c1", "c", 3)]
+    assert turns(rows) == ["a1", "c1", "b1", "b2", "a2"]
+
+
+def test_pick_claims_after_turns_gives_every_webhook_a_share_of_the_limit() -> None:
+    rows = [(f"d{i}", "dead", i) for i in range(100)] + [("h0", "healthy", 1000)]
+    ordered = in_turns(rows, webhook_of=lambda r: r[1], due_of=lambda r: r[2])
+    chosen = pick_claims(
+        (Candidate(r[0], r[1]) for r in ordered), in_flight={}, per_webhook=100, limit=10
+    )
+    assert "h0" in chosen and len(chosen) == 10

@@ -38,6 +38,8 @@ from bellhook.domain.windows import ClaimWindows
 from bellhook.errors import BellhookError
 from bellhook.runtime import Runtime
 from bellhook.store.deliveries import Completed, Job
+from bellhook.store.outage import Outage
+from bellhook.store.wakeups import listening
 
 LOGGER_NAME = "bellhook.delivery"
 log = structlog.get_logger(LOGGER_NAME)
@@ -110,6 +112,10 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[Completed] = []
         self._wake = rt.work_available
+        # A database outage: one line when it starts and one when it ends, and a growing
+        # pause between tries meanwhile, for claims and for outcome writes alike.
+        self._claims_out = Outage("dispatcher.claims")
+        self._records_out = Outage("dispatcher.outcomes")
         self._flush_now = asyncio.Event()
         self._stopping = asyncio.Event()
         self._drained = asyncio.Event()
@@ -130,8 +136,11 @@ class Dispatcher:
         )
         flusher = asyncio.create_task(self._flush_loop(), name="bellhook-flusher")
         purger = asyncio.create_task(self._purge_loop(), name="bellhook-purger")
+        # On PostgreSQL, new work of other processes wakes this one (store.wakeups).
+        wakeups = listening(self.rt.db, self._wake.set, url=self.settings.listen_database_url)
         try:
-            await self._claim_loop()
+            async with wakeups:
+                await self._claim_loop()
         finally:
             purger.cancel()
             await self._drain()
@@ -170,9 +179,9 @@ class Dispatcher:
                         )
                     except BellhookError as exc:
                         self._more_due = True
-                        log.warning("dispatcher.claim_failed", error=exc.message)
-                        await self._idle(1.0)
+                        await self._idle(self._claims_out.failed(exc))
                         continue
+                    self._claims_out.succeeded()
                     self._note_claim(jobs, occupied, cut_short=len(jobs) >= limit)
                 else:
                     self._more_due = True
@@ -558,14 +567,13 @@ class Dispatcher:
                 auto_disable_after=timedelta(seconds=self.settings.auto_disable_after),
             )
         except BellhookError as exc:
-            log.warning("dispatcher.record_failed", error=exc.message, outcomes=len(batch))
             self._outcomes[:0] = batch  # keep them; the next flush tries again
-            if self._stopping.is_set():
-                await asyncio.sleep(0.5)  # the database is away; do not spin while stopping
+            await asyncio.sleep(self._records_out.failed(exc))  # the database is away
             return
         except asyncio.CancelledError:
             self._outcomes[:0] = batch  # a flush cut short at stop: still unsaved
             raise
+        self._records_out.succeeded()
         for c in batch:
             self._active.discard(c.job.delivery_id)
         for webhook_id in disabled:

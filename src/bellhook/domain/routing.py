@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from bellhook.domain.catalog import WILDCARD, subscribes_to
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +66,25 @@ def pick_claims(
         taken[c.webhook_id] = taken.get(c.webhook_id, 0) + 1
         chosen.append(c.delivery_id)
     return chosen
+
+
+def in_turns(
+    candidates: Iterable[T], *, webhook_of: Callable[[T], str], due_of: Callable[[T], Any]
+) -> list[T]:
+    """Candidates in turns across webhooks: every webhook's oldest first (oldest of those
+    first), then every webhook's second, and so on.
+
+    A claim takes a bounded number of deliveries: in plain age order, a webhook with a
+    deep backlog of due retries (a dead receiver) would fill each claim, and a fresh
+    delivery to a healthy webhook would wait until the backlog's older ones had all
+    been tried. In turns, each webhook with work has its share of every claim.
+    """
+    by_age = sorted(candidates, key=due_of)
+    turn: dict[str, int] = {}
+    keyed: list[tuple[int, int, T]] = []
+    for c in by_age:
+        webhook_id = webhook_of(c)
+        rank = turn[webhook_id] = turn.get(webhook_id, -1) + 1
+        keyed.append((rank, len(keyed), c))
+    keyed.sort(key=lambda k: (k[0], k[1]))  # ties: in age order (the index)
+    return [c for _, _, c in keyed]

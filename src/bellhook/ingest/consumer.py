@@ -36,13 +36,14 @@ from bellhook.ingest.messages import (
 from bellhook.runtime import Runtime
 from bellhook.store.events import NewEvent
 from bellhook.store.ingest_errors import IngestError
+from bellhook.store.outage import cause_of
 
 log = structlog.get_logger("bellhook.kafka")
 
 POLL_TIMEOUT = 0.5  # seconds a poll waits for messages: how soon a stop is noticed
 BACKLOG_CHECK_EVERY = 1.0  # seconds between counts of the pending deliveries
 RESUME_AT = 0.8  # of the backlog bound: resume below it, so it does not flap
-RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # backoff of a store that failed (seconds)
+RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # backoff of a store that failed (seconds)
 
 
 @dataclass
@@ -118,8 +119,9 @@ class KafkaIngest:
             except (StorageUnavailable, KafkaUnavailable) as exc:
                 reason = "storage" if isinstance(exc, StorageUnavailable) else "dead_letters"
                 if reason not in self.state.paused_for:
-                    await self._pause(reason, error=exc.message)
-                log.warning("kafka.store_failed", error=exc.message, retry_in=round(delay, 2))
+                    await self._pause(reason, error=exc.message, cause=cause_of(exc))
+                # The pause above is the line an operator sees; each try is a detail.
+                log.debug("kafka.store_failed", error=exc.message, retry_in=round(delay, 2))
                 wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not a secret)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), wait)

@@ -47,10 +47,11 @@ def position_id(topic: str, partition: int, offset: int) -> str:
 
 def excerpt(raw: bytes | None, limit: int) -> str:
     """The first ``limit`` bytes of ``raw`` as text; bytes that are not UTF-8 are shown
-    as ``\\x..`` escapes rather than lost."""
+    as ``\\x..`` escapes rather than lost, and so is NUL, which PostgreSQL's text cannot
+    hold (a refused message would otherwise never be stored, and block its partition)."""
     if raw is None:
         return ""
-    return raw[:limit].decode("utf-8", "backslashreplace")
+    return raw[:limit].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
 
 
 def decode(message: Message, *, now: datetime) -> NewEvent | Refusal:

@@ -7,15 +7,18 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bellhook.errors import ConfigurationError, StorageUnavailable
 from bellhook.store.direct import (
+    NOTIFY_SQL,
     Direct,
     PostgresDirect,
     SqliteDirect,
@@ -28,6 +31,8 @@ from bellhook.store.wal import CHECKPOINT_AFTER, QUEUE_BACKSTOP_PAGES, WalCheckp
 
 if TYPE_CHECKING:
     import aiosqlite
+
+    from bellhook.config import Settings
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -81,11 +86,60 @@ def _require_wal(journal: Any, url: URL) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PoolOptions:
+    """A PostgreSQL process's connections (``BELLHOOK_DB_*``)."""
+
+    size: int = 5
+    max_overflow: int = 10
+    timeout: float = 10.0  # seconds to wait for a free connection
+    connect_timeout: float = 5.0
+    statement_timeout: float = 30.0  # seconds; 0: none
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PoolOptions:
+        return cls(
+            size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            timeout=settings.db_pool_timeout,
+            connect_timeout=settings.db_connect_timeout,
+            statement_timeout=settings.db_statement_timeout,
+        )
+
+    def engine_options(self) -> dict[str, Any]:
+        server_settings = {"application_name": APPLICATION_NAME}
+        if self.statement_timeout:
+            # One stuck query cannot hold a worker's connection for ever.
+            server_settings["statement_timeout"] = str(int(self.statement_timeout * 1000))
+        return {
+            "pool_size": self.size,
+            "max_overflow": self.max_overflow,
+            "pool_timeout": self.timeout,
+            # A connection the server dropped (a restart, pg_terminate_backend) is
+            # found out before use, not by the request that gets it.
+            "pool_pre_ping": True,
+            "connect_args": {"timeout": self.connect_timeout, "server_settings": server_settings},
+        }
+
+
+# How bellhook's connections show in pg_stat_activity (and how operators find them).
+APPLICATION_NAME = "bellhook"
+
+# Errors that mean the database cannot be used right now: the driver's (a dropped
+# connection, a refused or timed-out connect) and the pool's (no free connection).
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, OSError, PoolTimeout, TimeoutError)
+
+
 class Database:
     """Owns the engine. Open it in a lifespan, close it at shutdown."""
 
     def __init__(
-        self, database_url: str, *, echo: bool = False, checkpoint_after: float = CHECKPOINT_AFTER
+        self,
+        database_url: str,
+        *,
+        echo: bool = False,
+        checkpoint_after: float = CHECKPOINT_AFTER,
+        pool: PoolOptions | None = None,
     ) -> None:
         self.url = async_url(database_url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
@@ -103,8 +157,9 @@ class Database:
             )
         # hide_parameters: SQL errors must not carry values (secrets) into logs.
         kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+        self.pool = pool or PoolOptions()
         if not self.is_sqlite:
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            kwargs.update(self.pool.engine_options())
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         # How direct() transactions store values; usable before one begins.
         self.values: type[Direct] = SqliteDirect if self.is_sqlite else PostgresDirect
@@ -149,7 +204,7 @@ class Database:
                     yield conn
         except IntegrityError:
             raise  # a conflict, for the caller to handle; not an outage
-        except (DBAPIError, OSError) as exc:
+        except OUTAGE_ERRORS as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
 
     @asynccontextmanager
@@ -285,14 +340,20 @@ class Database:
                 yield conn
         except IntegrityError:
             raise  # a conflict, for the caller to handle; not an outage
-        except (DBAPIError, OSError) as exc:
+        except OUTAGE_ERRORS as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
+
+    async def wake_workers(self, conn: AsyncConnection) -> None:
+        """At commit of ``conn``'s transaction, wake the dispatchers of every process
+        (``store.wakeups``); nothing on SQLite, whose processes poll."""
+        if not self.is_sqlite:
+            await conn.execute(text(NOTIFY_SQL))
 
     async def ping(self) -> bool:
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except (DBAPIError, OSError):
+        except OUTAGE_ERRORS:
             return False
         return True
 

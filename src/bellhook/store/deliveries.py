@@ -38,7 +38,7 @@ from bellhook.domain.outcome import (
     disable_reason,
 )
 from bellhook.domain.paging import Cursor, Page
-from bellhook.domain.routing import Candidate, pick_claims
+from bellhook.domain.routing import Candidate, in_turns, pick_claims
 from bellhook.domain.timefmt import iso_utc
 from bellhook.errors import NotFound
 from bellhook.store.database import Database
@@ -225,8 +225,8 @@ class DeliveryRepository:
                     room = min(targets[webhook_id].room, limit)
                     params += (webhook_id, stored_now, room)
                 rows += await tx.fetch(self._due_sql(len(branch_hooks)), params)
-            if len(hooks) > 1:
-                rows.sort(key=lambda r: r[2])  # next_attempt_at: oldest first
+            if len(hooks) > 1:  # r[1]: webhook_id, r[2]: next_attempt_at
+                rows = in_turns(rows, webhook_of=lambda r: r[1], due_of=lambda r: r[2])
             chosen = pick_claims(
                 (Candidate(r[0], r[1]) for r in rows),
                 in_flight=in_flight,
@@ -312,6 +312,7 @@ class DeliveryRepository:
         # write turn 1-7 ms, and ingest waited behind them (40 ms for five webhooks).
         async with self.db.direct() as tx:
             await tx.execute_many(_RELEASE_SQL, rows)
+            await tx.wake_workers()  # another process may have room for them
 
     async def job(self, webhook_id: str, delivery_id: str) -> Job:
         if not is_wellformed(delivery_id):
@@ -417,6 +418,8 @@ class DeliveryRepository:
                     updated_at=now,
                 )
             )
+            if result.rowcount:
+                await self.db.wake_workers(conn)
             return int(result.rowcount)
 
     async def purge(self, *, before: datetime, batch: int) -> int:

@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bellhook.domain.timefmt import iso_utc
 from bellhook.store.tables import aware
@@ -71,8 +72,17 @@ class RowsStatement:
     columns: str
 
 
+# PostgreSQL's notification channel for due work (store.wakeups).
+WORK_CHANNEL = "bellhook_work"
+NOTIFY_SQL = f"NOTIFY {WORK_CHANNEL}"
+
+
 class Direct:
     """The statements of one transaction, on the driver's connection."""
+
+    async def wake_workers(self) -> None:
+        """Wake other processes' dispatchers at commit (``store.wakeups``). SQLite has
+        no notifications: its processes poll."""
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         raise NotImplementedError
@@ -189,6 +199,9 @@ class PostgresDirect(Direct):
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return list(await self._conn.fetch(self.numbered(sql), *params))
 
+    async def wake_workers(self) -> None:
+        await self._conn.execute(NOTIFY_SQL)
+
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             await self._conn.executemany(self.numbered(sql), rows)
@@ -254,8 +267,10 @@ def driver_conflicts(*, sqlite: bool) -> tuple[type[BaseException], ...]:
 
 def driver_errors(*, sqlite: bool) -> tuple[type[BaseException], ...]:
     """What the driver raises when the database is away or refuses a statement."""
+    # The pool's timeout (no free connection) and a connect that timed out, too.
+    common = (DBAPIError, OSError, PoolTimeout, TimeoutError)
     if sqlite:
-        return (sqlite3.Error, DBAPIError, OSError)
+        return (sqlite3.Error, *common)
     import asyncpg  # only with PostgreSQL
 
-    return (asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError, OSError)
+    return (asyncpg.PostgresError, asyncpg.InterfaceError, *common)

@@ -219,6 +219,7 @@ class EventRepository:
             # events' order, as ids made one event after another would.
             count = sum(len(webhook_ids) for _, webhook_ids in routed)
             delivery_ids = iter(sorted(new_ids("dlv", count)))
+            due_now = False  # some deliveries no dispatcher of this process took
             for event, webhook_ids in routed:
                 counts[event.id] = len(webhook_ids)
                 # webhook_ids first: zip stops at its end without taking the next id.
@@ -229,10 +230,14 @@ class EventRepository:
                         reserved.append(
                             _Reserved(delivery_id, event, targets[webhook_id], lease_until)
                         )
+                    else:
+                        due_now = True
                     rows.append(
                         _delivery_values(delivery_id, event, webhook_id, due, False, stored_now)
                     )
             await tx.execute_many(_INSERT_DELIVERY_SQL, rows)
+            if due_now:
+                await tx.wake_workers()
         if stored:
             old = sorted(stored)
             counted = await tx.fetch(_counts_sql(len(old)), [*old, False])
