@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: install run test lint format bench bench-quick clean kafka-demo
+.PHONY: install run test lint format bench bench-quick bench-growth clean kafka-demo
 
 $(STAMP): pyproject.toml constraints.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -61,3 +61,8 @@ bench: install $(BENCH_STAMP)
 
 bench-quick: install
 	$(BIN)/python -m bench.run --quick
+
+# Claim, ingest, the backlog count and a purge beside 10 million finished and 1 million
+# pending deliveries, on BELLHOOK_BENCH_DATABASE_URL's PostgreSQL (minutes, several GB).
+bench-growth: install
+	$(BIN)/python -m bench.growth

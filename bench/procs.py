@@ -256,16 +256,21 @@ class Postgres:
         self.parsed = parsed
         self.created: list[str] = []
 
-    async def _admin(self, sql: str) -> None:
+    async def _admin(self, sql: str) -> Any:
         import asyncpg
 
         # asyncpg takes postgresql:// only; bellhook also takes SQLAlchemy's +asyncpg form.
         plain = urllib.parse.urlunsplit(self.parsed._replace(scheme="postgresql"))
         conn = await asyncpg.connect(plain)
         try:
-            await conn.execute(sql)
+            return await conn.fetchval(sql)
         finally:
             await conn.close()
+
+    def wal_position(self) -> int:
+        """The server's write-ahead log position, in bytes: what it wrote between two
+        readings (every database of the server; the bench's alone run then)."""
+        return int(asyncio.run(self._admin("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")))
 
     def fresh(self) -> str:
         name = f"bellhook_bench_{os.getpid()}_{len(self.created)}"

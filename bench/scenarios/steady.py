@@ -13,9 +13,10 @@ from bench.common import (
     percentile,
     proc_sample,
 )
-from bench.config import Config
+from bench.config import BELLHOOK, Config
 from bench.host import log
 from bench.procs import (
+    Proc,
     Receiver,
     bellhook_env,
     create_admin_key,
@@ -129,13 +130,24 @@ def cdf(values: list[float], censored: int = 0) -> list[list[float | None]]:
 
 
 def steady_run(
-    cfg: Config, tag: str, tmp: Path, kinds: list[str], extra_env: dict[str, str], hang: float
+    cfg: Config,
+    tag: str,
+    tmp: Path,
+    kinds: list[str],
+    extra_env: dict[str, str],
+    hang: float,
+    *,
+    db_url: str | None = None,
+    separate_worker: bool = False,
 ) -> dict[str, Any]:
-    db_url = sqlite_url(tmp)
+    """The load through ``serve`` (its dispatcher inside, or with ``separate_worker`` a
+    ``serve --no-worker`` and a ``bellhook worker`` beside it) on SQLite, or ``db_url``."""
+    db_url = db_url or sqlite_url(tmp)
     env = bellhook_env(cfg, db_url, **extra_env)
     receiver = Receiver(tmp, hang=hang)
     key = create_admin_key(env)
-    api = start_api(env, tmp, key, worker=True)
+    api = start_api(env, tmp, key, worker=not separate_worker)
+    worker = Proc("worker", [*BELLHOOK, "worker"], env=env, logdir=tmp) if separate_worker else None
     names = [f"{kind}{i}" for i, kind in enumerate(kinds)]
     receiver.secrets(register_webhooks(api, receiver.base, names, kinds))
     time.sleep(0.5)
@@ -162,6 +174,8 @@ def steady_run(
     arrivals = receiver.arrivals()
     stats = receiver.stats()
     api.proc.stop(30)
+    if worker is not None:
+        worker.stop(30)
     receiver.stop()
     skip_before = min(s for s in json.loads(steady_file.read_text())["sent"] if s) + (
         cfg.warmup_seconds
@@ -178,6 +192,7 @@ def steady_run(
         "arrival_wait_seconds": cfg.arrival_wait,
         "cdf_ms": cdf(latencies, details["missing"]),
         **details,
+        "separate_worker": separate_worker,
         "serve_cpu_seconds": sample1.cpu - sample0.cpu,
         # How busy serve was (its one event loop, and the checkpointer's thread): the tail
         # of a queue grows steeply as its server nears a full core. The time includes the

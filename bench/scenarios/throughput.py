@@ -9,7 +9,8 @@ from bench.config import Config
 from bench.host import log
 from bench.procs import Postgres, sqlite_url, workdir
 from bench.scenarios.drain import bellhook_drain, ceiling_run, peer_run
-from bench.table import fmt
+from bench.scenarios.steady import steady_run
+from bench.table import fmt, ms
 
 
 def scenario_throughput(cfg: Config) -> dict[str, Any]:
@@ -75,9 +76,16 @@ def scenario_postgres(cfg: Config) -> dict[str, Any]:
             "fanout": (cfg.fan_webhooks, cfg.pg_fan_events),
         }.items():
             log(f"postgres/{tag}: {events:,} events x {webhooks} webhook(s)")
+            wal_before = pg.wal_position()
             with workdir(f"pg-{tag}") as tmp:
                 out[tag] = bellhook_drain(cfg, f"pg{tag}", pg.fresh(), tmp, webhooks, events)
-            log(f"  bellhook on PostgreSQL {out[tag]['drain']['rate']:,.0f}/s")
+            # For capacity plans: the log written per delivery, ingest to outcome.
+            wal = (pg.wal_position() - wal_before) / (events * webhooks)
+            out[tag]["wal_bytes_per_delivery"] = wal
+            log(
+                f"  bellhook on PostgreSQL {out[tag]['drain']['rate']:,.0f}/s, "
+                f"{wal:,.0f} B of WAL a delivery"
+            )
             if not cfg.quick:
                 # Many workers on one PostgreSQL is how it is meant to run.
                 with workdir(f"pg-{tag}-2p") as tmp:
@@ -88,6 +96,27 @@ def scenario_postgres(cfg: Config) -> dict[str, Any]:
                     k: two[k] for k in ("drain", "duplicates", "receiver", "db_after")
                 }
                 log(f"  bellhook worker --processes 2: {two['drain']['rate']:,.0f}/s")
+            if not cfg.quick and tag == "fanout":
+                with workdir(f"pg-{tag}-4p") as tmp:
+                    four = bellhook_drain(
+                        cfg, f"pg{tag}4p", pg.fresh(), tmp, webhooks, events, processes=4
+                    )
+                out[tag]["four_processes"] = {
+                    k: four[k] for k in ("drain", "duplicates", "receiver", "db_after")
+                }
+                log(f"  bellhook worker --processes 4: {four['drain']['rate']:,.0f}/s")
+        # First attempts with the API and the worker in processes of their own, woken
+        # across processes by LISTEN/NOTIFY: how operators scale out.
+        log(f"postgres/apart: {cfg.steady_rate:g} events/s, serve --no-worker + worker")
+        with workdir("pg-apart") as tmp:
+            out["apart"] = steady_run(
+                cfg, "pgapart", tmp, ["ok"], {}, hang=0, db_url=pg.fresh(), separate_worker=True
+            )
+        sent = out["apart"]["from_send_ms"]
+        log(
+            f"  from the request: p50 {ms(sent['p50'], cfg.arrival_wait)}, "
+            f"p99 {ms(sent['p99'], cfg.arrival_wait)}"
+        )
     finally:
         pg.drop_all()
     return out

@@ -3,6 +3,7 @@ pending deliveries and recent ones stay."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,13 +11,14 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bellhook.config import Settings
+from bellhook.delivery.dispatcher import purge_expired, running_dispatcher
 from bellhook.domain.models import DeliveryStatus
 from bellhook.domain.outcome import AttemptResult, Decision
 from bellhook.runtime import open_runtime
 from bellhook.store.deliveries import Completed
 from bellhook.store.events import NewEvent
 from bellhook.store.tables import attempts, deliveries, events
-from tests.support import ADMIN, admin_webhook
+from tests.support import ADMIN, Start, admin_webhook
 
 
 async def _count(rt: Any, table: Any) -> int:
@@ -99,3 +101,59 @@ async def test_purge_sweeps_attempts_recorded_after_their_webhook_was_deleted(
         while await rt.deliveries.purge(before=now - timedelta(days=30), batch=10):
             pass
         assert await _count(rt, attempts) == 0
+
+
+async def test_a_large_purge_never_stalls_delivery(
+    make_settings: Callable[..., Settings], receivers: Start
+) -> None:
+    """30,000 expired deliveries (and their events and attempts) purged while events
+    are published one after another: every event arrives while the purge is still under
+    way, which a purge holding locks that claims or outcomes wait on would not allow."""
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    rx = await receivers()
+    settings = make_settings(dev_mode=True, worker=True, poll_interval=0.05)
+    async with open_runtime(settings) as rt:
+        hook = await admin_webhook(rt, old, rx.url())
+        expired = 30_000
+        async with rt.db.write() as conn:
+            await conn.execute(
+                events.insert(),
+                [
+                    {"id": f"old-{n}", "type": "post.created", "data": "{}", "timestamp": old,
+                     "audience": None, "created_at": old}
+                    for n in range(expired // 10)
+                ],
+            )  # fmt: skip
+            await conn.execute(
+                deliveries.insert(),
+                [
+                    {"id": f"dlv-old-{n}", "event_id": f"old-{n // 10}", "webhook_id": hook.id,
+                     "event_type": "post.created", "status": "succeeded", "attempt_count": 1,
+                     "schedule_step": 0, "is_test": False, "created_at": old, "updated_at": old}
+                    for n in range(expired)
+                ],
+            )  # fmt: skip
+            await conn.execute(
+                attempts.insert(),
+                [
+                    {"id": f"att-old-{n}", "delivery_id": f"dlv-old-{n}", "webhook_id": hook.id,
+                     "number": 1, "manual": False, "started_at": old, "status_code": 200,
+                     "latency_ms": 1.0}
+                    for n in range(expired)
+                ],
+            )  # fmt: skip
+        async with running_dispatcher(rt):
+            purging = asyncio.create_task(
+                purge_expired(rt, before=datetime.now(UTC) - timedelta(days=30))
+            )
+            for n in range(30):
+                now = datetime.now(UTC)
+                await rt.events.ingest(
+                    [NewEvent(f"new-{n}", "post.created", "{}", now, None)], now=now
+                )
+                await rx.wait_for_count(n + 1)
+                assert not purging.done()  # delivered while the purge runs
+            removed = await purging
+        assert removed == expired + expired // 10  # deliveries (with their attempts), events
+        assert await _count(rt, deliveries) == 30  # the new ones only
+        assert await _count(rt, attempts) == 30

@@ -308,3 +308,36 @@ def test_kafka_ingest_is_judged_on_its_rate_and_against_batch_http() -> None:
     rows = table({"ingest": ingest})
     assert row(rows, "7. Ingest, Kafka topic")[3] == "NOT met"
     assert row(rows, "7. Ingest, Kafka ÷")[3] == "NOT met"
+
+
+def scale_out(cores: int, one: float, two: float, p99: float | None) -> dict[str, Any]:
+    fanout = {
+        "drain": {"rate": one},
+        "two_processes": {"drain": {"rate": two}},
+        "four_processes": {"drain": {"rate": two * 1.1}},
+    }
+    apart = {
+        "rate": 200,
+        "arrival_wait_seconds": 15.0,
+        "from_send_ms": {"p50": 4.0, "p99": p99, "never_arrived": 0 if p99 else 3},
+    }
+    return {"machine": {"nproc": cores}, "postgres": {"fanout": fanout, "apart": apart}}
+
+
+def test_worker_processes_are_judged_on_their_gain_only_with_the_cores_for_it() -> None:
+    many = row(table(scale_out(8, 4_000, 6_000, 9.0)), "PostgreSQL: `worker --processes`")
+    assert many[1] == "4,000/s / 6,000/s / 6,600/s; 1.50x"
+    assert (many[2], many[3]) == ("≥ 1.6x with ≥ 4 cores", "NOT met")
+    met = row(table(scale_out(8, 4_000, 6_800, 9.0)), "PostgreSQL: `worker --processes`")
+    assert met[3] == "met"
+    few = row(table(scale_out(2, 4_000, 6_000, 9.0)), "PostgreSQL: `worker --processes`")
+    assert few[1].endswith("1.50x") and few[3] == "— (2 cores)"  # reported, not judged
+
+
+def test_first_attempts_with_processes_apart_are_judged_on_p99_from_the_request() -> None:
+    fast = row(table(scale_out(2, 1, 1, 12.3)), "PostgreSQL: first attempt")
+    assert (fast[1], fast[2], fast[3]) == ("4.0 ms / 12.3 ms", "p99 ≤ 20 ms", "met")
+    slow = row(table(scale_out(2, 1, 1, 20.04)), "PostgreSQL: first attempt")
+    assert (slow[1], slow[3]) == ("4.0 ms / 20.1 ms", "NOT met")  # never reads as 20.0
+    lost = row(table(scale_out(2, 1, 1, None)), "PostgreSQL: first attempt")
+    assert (lost[1], lost[3]) == ("4.0 ms / > 15 s", "NOT met")

@@ -53,6 +53,7 @@ FLUSH_EVERY = 0.05  # seconds between outcome writes under load
 FLUSH_AT = 500  # outcomes that trigger a write at once
 PURGE_EVERY = 600.0
 PURGE_BATCH = 500
+PURGE_PAUSE = 0.05  # seconds between purge batches
 
 
 class Dispatcher:
@@ -607,17 +608,26 @@ class Dispatcher:
         while True:
             await asyncio.sleep(min(PURGE_EVERY, 60.0))
             before = self.rt.clock() - timedelta(days=self.settings.retention_days)
-            removed = 0
             try:
-                for purge in (self.rt.deliveries.purge, self.rt.ingest_errors.purge):
-                    while n := await purge(before=before, batch=PURGE_BATCH):
-                        removed += n
-                        await asyncio.sleep(0.05)  # let deliveries through between batches
+                removed = await purge_expired(self.rt, before=before)
             except BellhookError as exc:
                 log.warning("retention.purge_failed", error=exc.message)
-            if removed:
-                log.info("retention.purged", rows=removed)
+            else:
+                if removed:
+                    log.info("retention.purged", rows=removed)
             await asyncio.sleep(PURGE_EVERY)
+
+
+async def purge_expired(rt: Runtime, *, before: datetime) -> int:
+    """Delete what the retention expired before ``before``, in small batches with a pause
+    between them: each is a short transaction on indexed rows, and deliveries (claims,
+    outcomes) run between them, so that a purge of millions never stalls delivery."""
+    removed = 0
+    for purge in (rt.deliveries.purge, rt.ingest_errors.purge):
+        while n := await purge(before=before, batch=PURGE_BATCH):
+            removed += n
+            await asyncio.sleep(PURGE_PAUSE)
+    return removed
 
 
 @contextlib.asynccontextmanager

@@ -213,7 +213,9 @@ class DeliveryRepository:
         per 100 webhooks), and the lease: on the driver's connection, since this runs
         for every few dozen deliveries sent (see ``store.direct``).
         """
-        async with self.db.direct() as tx:
+        # Not durable: a lease lost in a database crash only makes its deliveries due
+        # again (see Database.direct).
+        async with self.db.direct(durable=False) as tx:
             targets = await self._open_targets(tx, in_flight, per_webhook)
             rows: list[Row] = []
             hooks = list(targets)
