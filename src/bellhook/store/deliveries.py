@@ -519,8 +519,12 @@ class DeliveryRepository:
 
 
 async def _ids(conn: AsyncConnection, query: Select[Any], batch: int) -> list[str]:
-    """The first ``batch`` ids ``query`` selects."""
-    return list((await conn.execute(query.limit(batch))).scalars().all())
+    """The first ``batch`` ids ``query`` selects, locked; on PostgreSQL, rows another
+    transaction holds are skipped (``SKIP LOCKED``), so that the purges of several
+    workers take batches of their own rather than wait for each other's. SQLite has one
+    writer at a time, and no row locks to skip."""
+    locked = query.limit(batch).with_for_update(skip_locked=True)
+    return list((await conn.execute(locked)).scalars().all())
 
 
 async def _jobs(conn: AsyncConnection, ids: Sequence[str], box: SecretBox) -> list[Job]:
