@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import asyncpg
@@ -23,30 +24,37 @@ def postgres_url() -> str:
     return TEST_DATABASE_URL.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-_OF_BELLHOOK = " WHERE application_name LIKE 'bellhook%' AND datname = current_database()"
+_OF_BELLHOOK = " WHERE application_name LIKE 'bellhook%' AND datname = $1"
 
 
-async def _fetch(url: str, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url, server_settings={"application_name": "tests"})
+def _admin_url(url: str) -> tuple[str, str]:
+    """The server's ``postgres`` database (reachable while ``url``'s refuses
+    connections), and the name of ``url``'s database."""
+    parsed = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parsed._replace(path="/postgres")), parsed.path.lstrip("/")
+
+
+async def _admin(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    admin, _name = _admin_url(url)
+    conn = await asyncpg.connect(admin, server_settings={"application_name": "tests"})
     try:
-        return list(await conn.fetch(sql))
+        return list(await conn.fetch(sql, *args))
     finally:
         await conn.close()
 
 
 async def bellhook_connections(url: str) -> list[str]:
-    """application_name of every connection bellhook holds (pools and listeners)."""
-    rows = await _fetch(url, "SELECT application_name FROM pg_stat_activity" + _OF_BELLHOOK)
-    return [r["application_name"] for r in rows]
+    """application_name of every connection bellhook holds to ``url``'s database (pools
+    and listeners)."""
+    sql = "SELECT application_name FROM pg_stat_activity" + _OF_BELLHOOK
+    return [r["application_name"] for r in await _admin(url, sql, _admin_url(url)[1])]
 
 
 async def terminate_bellhook_connections(url: str) -> int:
-    """``pg_terminate_backend`` of every bellhook connection to the database of ``url``;
-    how many there were."""
-    rows = await _fetch(
-        url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity" + _OF_BELLHOOK
-    )
-    return len(rows)
+    """``pg_terminate_backend`` of every bellhook connection to ``url``'s database; how
+    many there were."""
+    sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity" + _OF_BELLHOOK
+    return len(await _admin(url, sql, _admin_url(url)[1]))
 
 
 def _cluster() -> tuple[str, str]:
@@ -66,3 +74,10 @@ async def restart_postgres() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+async def allow_connections(url: str, allowed: bool) -> None:
+    """``ALTER DATABASE ... ALLOW_CONNECTIONS``: with it off, no new connection to
+    ``url``'s database is accepted, from anyone."""
+    name = _admin_url(url)[1]
+    await _admin(url, f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')

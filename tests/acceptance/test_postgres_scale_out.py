@@ -27,6 +27,7 @@ from aiohttp import web
 from bellhook.config import Settings
 from bellhook.runtime import open_runtime, utc_now
 from tests.postgres import (
+    allow_connections,
     bellhook_connections,
     needs_postgres,
     postgres_url,
@@ -40,6 +41,7 @@ from tests.support import (
     bellhook_env,
     create_admin_key,
     create_webhook,
+    error_of,
     ok_data,
     receiver_pool,
 )
@@ -339,4 +341,41 @@ async def test_a_backlog_of_retries_never_holds_back_a_healthy_webhook(
             assert len(dead.hits) > backlog  # the backlog was retrying all along
     finally:
         await worker.stop()
+        await api_server.stop()
+
+
+async def test_while_the_database_is_gone_the_api_answers_503_and_healthz_says_so(
+    database_url: str, tmp_path: Path
+) -> None:
+    """No connection accepted (every bellhook connection terminated, new ones refused):
+    each call is a 503 in the error envelope, and /healthz says the database is
+    unreachable; once connections are allowed again, both recover by themselves."""
+    env = environment(database_url)
+    admin = await create_admin_key(env)
+    api_server = Server(env, tmp_path / "serve.log")
+    url = postgres_url()
+    try:
+        await api_server.start()
+        async with api(api_server.base_url, admin) as client:
+            await create_webhook(client, "http://127.0.0.1:9/hook")
+            await allow_connections(url, False)
+            try:
+                await terminate_bellhook_connections(url)
+                health = error_of(await client.get("/healthz"), 503)
+                assert health["code"] == "database_unreachable"
+                for call in (
+                    client.get("/api/webhooks"),
+                    client.post("/api/events", json={"event": "post.created", "data": {}}),
+                ):
+                    error = error_of(await call, 503)
+                    assert error["code"] == "storage_unavailable"
+                    assert "database" in error["message"]
+            finally:
+                await allow_connections(url, True)
+            assert ok_data(await client.get("/healthz"))["database"] == "ok"
+            ok_data(
+                await client.post("/api/events", json={"event": "post.created", "data": {}}), 202
+            )
+        assert "Traceback" not in api_server.output_all()
+    finally:
         await api_server.stop()
