@@ -53,6 +53,11 @@ class StaticResolver:
 
 
 async def reset_postgres(url: str) -> None:
+    # A test that refused connections and was killed before it allowed them again
+    # (tests.postgres.allow_connections) must not break every test after it.
+    from tests.postgres import allow_connections
+
+    await allow_connections(url, True)
     db = Database(url)
     try:
         async with db.engine.begin() as conn:

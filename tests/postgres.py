@@ -30,7 +30,7 @@ _OF_BELLHOOK = " WHERE application_name LIKE 'bellhook%' AND datname = $1"
 def _admin_url(url: str) -> tuple[str, str]:
     """The server's ``postgres`` database (reachable while ``url``'s refuses
     connections), and the name of ``url``'s database."""
-    parsed = urllib.parse.urlsplit(url)
+    parsed = urllib.parse.urlsplit(url.replace("postgresql+asyncpg://", "postgresql://", 1))
     return urllib.parse.urlunsplit(parsed._replace(path="/postgres")), parsed.path.lstrip("/")
 
 

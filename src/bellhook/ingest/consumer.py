@@ -43,6 +43,7 @@ log = structlog.get_logger("bellhook.kafka")
 POLL_TIMEOUT = 0.5  # seconds a poll waits for messages: how soon a stop is noticed
 BACKLOG_CHECK_EVERY = 1.0  # seconds between counts of the pending deliveries, at least
 COUNT_SHARE = 20.0  # and at least this many times as long as the last count took
+MOST_COUNT_EVERY = 30.0  # but never less often than this (only a count resumes)
 RESUME_AT = 0.8  # of the backlog bound: resume below it, so it does not flap
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # backoff of a store that failed (seconds)
 
@@ -191,11 +192,12 @@ class KafkaIngest:
             return
         self._last_backlog_check = moment
         try:
-            pending = await self.rt.deliveries.pending()
+            # Past the bound + 1, the exact number changes nothing.
+            pending = await self.rt.deliveries.pending(at_most=bound + 1)
         except StorageUnavailable:
-            return  # the store's own retry pauses and says so
+            return  # the store's own retry pauses and says so; counted again later
         took = time.monotonic() - moment
-        self._count_every = max(BACKLOG_CHECK_EVERY, COUNT_SHARE * took)
+        self._count_every = min(MOST_COUNT_EVERY, max(BACKLOG_CHECK_EVERY, COUNT_SHARE * took))
         self._backlog_estimate = pending
         if "backlog" not in self.state.paused_for and pending > bound:
             await self._pause("backlog", pending=pending, bound=bound)

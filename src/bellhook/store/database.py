@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from bellhook.errors import ConfigurationError, StorageUnavailable
 from bellhook.store.direct import (
-    NOTIFY_SQL,
     Direct,
     PostgresDirect,
     SqliteDirect,
@@ -27,6 +26,7 @@ from bellhook.store.direct import (
     driver_errors,
     in_thread,
 )
+from bellhook.store.notifier import WorkNotifier
 from bellhook.store.wal import CHECKPOINT_AFTER, QUEUE_BACKSTOP_PAGES, WalCheckpointer
 
 if TYPE_CHECKING:
@@ -188,6 +188,8 @@ class Database:
         # What direct() translates, looked up once rather than per transaction.
         self._driver_conflicts = driver_conflicts(sqlite=self.is_sqlite)
         self._driver_errors = driver_errors(sqlite=self.is_sqlite)
+        # Wakes other processes' workers after commits that left work due (PostgreSQL).
+        self.notifier = None if self.is_sqlite else WorkNotifier(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -250,10 +252,13 @@ class Database:
                 async with self.engine.connect() as conn:
                     driver = (await conn.get_raw_connection()).driver_connection
                     assert driver is not None  # a live connection from the pool
+                    pg_tx = PostgresDirect(driver)
                     async with driver.transaction():
                         if not durable:
                             await driver.execute("SET LOCAL synchronous_commit TO off")
-                        yield PostgresDirect(driver)
+                        yield pg_tx
+                    if pg_tx.work_due and self.notifier is not None:
+                        self.notifier.due()  # committed: now, and not before (notifier)
         except self._driver_conflicts as exc:
             # A conflict, for the caller to handle, as from write().
             raise IntegrityError("a driver-level statement", None, exc) from exc
@@ -351,11 +356,11 @@ class Database:
         except OUTAGE_ERRORS as exc:
             raise StorageUnavailable("the database is unavailable, try again shortly") from exc
 
-    async def wake_workers(self, conn: AsyncConnection) -> None:
-        """At commit of ``conn``'s transaction, wake the dispatchers of every process
-        (``store.wakeups``); nothing on SQLite, whose processes poll."""
-        if not self.is_sqlite:
-            await conn.execute(text(NOTIFY_SQL))
+    def work_due(self) -> None:
+        """Wake the dispatchers of every process (call after the commit that made the
+        work; ``store.notifier``); nothing on SQLite, whose processes poll."""
+        if self.notifier is not None:
+            self.notifier.due()
 
     async def ping(self) -> bool:
         try:
@@ -371,6 +376,9 @@ class Database:
 
         async with self.write() as conn:
             if self.dialect == "postgresql":
+                # A migration may build an index on a large table, and a process may
+                # wait for another's: neither is bounded by BELLHOOK_DB_STATEMENT_TIMEOUT.
+                await conn.execute(text("SET LOCAL statement_timeout = 0"))
                 # One migrator at a time across processes; released at commit.
                 await conn.execute(text("SELECT pg_advisory_xact_lock(72217301)"))
             await conn.run_sync(upgrade_connection)
@@ -380,4 +388,6 @@ class Database:
             await self._close_queue_connection()
         if self.checkpointer is not None:
             await self.checkpointer.close()
+        if self.notifier is not None:
+            await self.notifier.close()
         await self.engine.dispose()

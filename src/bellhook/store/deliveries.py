@@ -314,7 +314,7 @@ class DeliveryRepository:
         # write turn 1-7 ms, and ingest waited behind them (40 ms for five webhooks).
         async with self.db.direct() as tx:
             await tx.execute_many(_RELEASE_SQL, rows)
-            await tx.wake_workers()  # another process may have room for them
+            tx.wake_workers()  # another process may have room for them
 
     async def job(self, webhook_id: str, delivery_id: str) -> Job:
         if not is_wellformed(delivery_id):
@@ -420,9 +420,10 @@ class DeliveryRepository:
                     updated_at=now,
                 )
             )
-            if result.rowcount:
-                await self.db.wake_workers(conn)
-            return int(result.rowcount)
+            resent = int(result.rowcount)
+        if resent:
+            self.db.work_due()
+        return resent
 
     async def purge(self, *, before: datetime, batch: int) -> int:
         """Delete one small batch of finished deliveries (and their attempts) older than
@@ -503,11 +504,15 @@ class DeliveryRepository:
             ).all()
         return to_delivery(row), [to_attempt(a) for a in attempt_rows]
 
-    async def pending(self) -> int:
+    async def pending(self, *, at_most: int | None = None) -> int:
         """How many deliveries wait for a send or a retry (the backlog); counted on the
-        pending deliveries' partial index, which holds nothing else."""
+        pending deliveries' partial index, which holds nothing else. ``at_most``: stop
+        counting there (a count reads every entry it counts)."""
         async with self.db.read() as conn:
-            query = select(func.count()).select_from(deliveries).where(PENDING_ONLY)
+            rows = select(deliveries.c.id).where(PENDING_ONLY)
+            if at_most is not None:
+                rows = rows.limit(at_most)
+            query = select(func.count()).select_from(rows.subquery())
             return int((await conn.execute(query)).scalar_one())
 
     async def counts(self) -> dict[str, int]:

@@ -80,9 +80,12 @@ NOTIFY_SQL = f"NOTIFY {WORK_CHANNEL}"
 class Direct:
     """The statements of one transaction, on the driver's connection."""
 
-    async def wake_workers(self) -> None:
-        """Wake other processes' dispatchers at commit (``store.wakeups``). SQLite has
-        no notifications: its processes poll."""
+    work_due = False  # set by wake_workers(); Database.direct() notifies after commit
+
+    def wake_workers(self) -> None:
+        """Wake the dispatchers of every process once this transaction commits
+        (``store.notifier``). SQLite has no notifications: its processes poll."""
+        self.work_due = True
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         raise NotImplementedError
@@ -198,9 +201,6 @@ class PostgresDirect(Direct):
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return list(await self._conn.fetch(self.numbered(sql), *params))
-
-    async def wake_workers(self) -> None:
-        await self._conn.execute(NOTIFY_SQL)
 
     async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:

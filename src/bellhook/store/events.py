@@ -237,7 +237,7 @@ class EventRepository:
                     )
             await tx.execute_many(_INSERT_DELIVERY_SQL, rows)
             if due_now:
-                await tx.wake_workers()
+                tx.wake_workers()
         if stored:
             old = sorted(stored)
             counted = await tx.fetch(_counts_sql(len(old)), [*old, False])

@@ -81,6 +81,7 @@ class IngestErrorRepository:
                         select(ingest_errors.c.id)
                         .where(ingest_errors.c.created_at < before)
                         .limit(batch)
+                        .with_for_update(skip_locked=True)  # as deliveries' purge
                     )
                 )
                 .scalars()

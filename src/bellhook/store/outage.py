@@ -1,10 +1,10 @@
 """How a background loop lives through a database outage: one line when it starts,
 one when it ends, and a growing pause between tries meanwhile.
 
-The dispatcher's claims and outcome writes and the Kafka consumer's stores each keep
-one ``Outage``; a loop that fails calls ``failed()`` and sleeps what it returns, and
-calls ``succeeded()`` after its next success. Several seconds of a restart thus make two
-log lines, not one a try.
+The dispatcher's claims and its outcome writes each keep one ``Outage`` (the Kafka
+consumer says its outage with ``kafka.paused``); a loop that fails calls ``failed()``
+and sleeps what it returns, and calls ``succeeded()`` after its next success. Several
+seconds of a restart thus make two log lines, not one a try.
 """
 
 from __future__ import annotations

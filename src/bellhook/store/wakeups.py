@@ -1,9 +1,9 @@
 """Wake-ups across processes: PostgreSQL ``LISTEN/NOTIFY`` on the channel ``bellhook_work``.
 
-A transaction that leaves deliveries due now (ingest that no dispatcher of its own
-process took, a give-back, a recovery, a webhook enabled again) says ``NOTIFY
-bellhook_work`` once; PostgreSQL sends it at commit, folded into one notification per
-transaction however many deliveries it made. Every worker process listens on a
+After a commit that leaves deliveries due now (ingest that no dispatcher of its own
+process took, a give-back, a recovery, a webhook enabled again), the process sends
+``NOTIFY bellhook_work`` (``store.notifier``: one for many commits at once, however many
+deliveries they made). Every worker process listens on a
 connection of its own, outside the pool, and wakes its dispatcher, which claims at once
 instead of at its next poll. Polling (``BELLHOOK_POLL_INTERVAL``) stays the fallback: a
 notification lost while the listener reconnects costs one poll interval, nothing more.
@@ -34,6 +34,12 @@ RECONNECT_MOST = 5.0
 
 log = structlog.get_logger("bellhook.wakeups")
 
+# asyncpg.connect's keyword options that a database URL's query may carry.
+_CONNECT_OPTIONS = frozenset(
+    {"host", "port", "user", "password", "passfile", "database", "ssl", "direct_tls",
+     "server_settings", "target_session_attrs", "krbsrvname", "gsslib"}
+)  # fmt: skip
+
 
 class WorkListener:
     """Calls ``on_wake`` for each notification, and when (re)connected, since
@@ -48,7 +54,10 @@ class WorkListener:
         check_every: float = CHECK_EVERY,
     ) -> None:
         target = async_url(url) if url else db.url
-        _args, self._connect_args = db.engine.dialect.create_connect_args(target)
+        _args, options = db.engine.dialect.create_connect_args(target)
+        # What asyncpg.connect takes of the URL's options (SQLAlchemy's dialect adds its
+        # own, such as prepared_statement_cache_size, which asyncpg would refuse).
+        self._connect_args = {k: v for k, v in options.items() if k in _CONNECT_OPTIONS}
         self._timeout = db.pool.connect_timeout
         self._on_wake = on_wake
         self._check_every = check_every
@@ -73,7 +82,6 @@ class WorkListener:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MOST)
                 continue
-            delay = RECONNECT_FIRST
             if first:
                 log.info("wakeups.listening", channel=WORK_CHANNEL)
             elif lost_at is not None:
@@ -83,6 +91,7 @@ class WorkListener:
             first, lost_at = False, None
             self.connected.set()
             self._on_wake()  # whatever was notified while it was away
+            opened_at = loop.time()
             try:
                 await self._watch(connection)
             finally:
@@ -92,6 +101,11 @@ class WorkListener:
             lost_at = loop.time()
             log.warning("wakeups.listener_lost", message="reconnecting; polling meanwhile")
             self._on_wake()
+            if lost_at - opened_at >= self._check_every:
+                delay = RECONNECT_FIRST  # it had held: the next loss starts over
+            else:  # lost again at once (a server that closes idle sessions): slow down
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MOST)
 
     async def _listen(self) -> Any:
         import asyncpg  # type: ignore[import-untyped]  # only with PostgreSQL

@@ -171,9 +171,10 @@ class WebhookRepository:
             if changes.status is current.status is WebhookStatus.DISABLED:
                 values.pop("disabled_reason")  # keep the original reason
             await conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(values))
-            if changes.status is WebhookStatus.ACTIVE and current.status is not changes.status:
-                await self.db.wake_workers(conn)  # its waiting deliveries are due again
-            return await self._get(conn, principal, webhook_id)
+            updated = await self._get(conn, principal, webhook_id)
+        if changes.status is WebhookStatus.ACTIVE and current.status is not changes.status:
+            self.db.work_due()  # its waiting deliveries are due again
+        return updated
 
     async def delete(self, principal: Principal, webhook_id: str) -> None:
         async with self.db.write() as conn:
