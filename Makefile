@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.lock
 		{ echo "bellhook needs Python 3.11 or newer (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.lock -e '.[dev,kafka]'
+	$(BIN)/pip install --quiet -c constraints.lock -e '.[dev,kafka,otel]'
 	@touch $(STAMP)
 
 install: $(STAMP)

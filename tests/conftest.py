@@ -22,6 +22,7 @@ from sqlalchemy import text
 from bellhook.api.app import create_app
 from bellhook.config import Settings
 from bellhook.domain.destination import Resolver
+from bellhook.observability.tracing import Tracing
 from bellhook.runtime import Runtime, utc_now
 from bellhook.store.database import Database
 from tests.support import Receiver, Setup, guard_loopback, receiver_pool
@@ -104,9 +105,9 @@ class Service:
 
 
 async def start_service(
-    settings: Settings, *, resolver: Resolver | None = None
+    settings: Settings, *, resolver: Resolver | None = None, tracing: Tracing | None = None
 ) -> tuple[uvicorn.Server, asyncio.Task[None], Service]:
-    app = create_app(settings, resolver=resolver or StaticResolver())
+    app = create_app(settings, resolver=resolver or StaticResolver(), tracing=tracing)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

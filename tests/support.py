@@ -29,6 +29,7 @@ import httpx
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
+from prometheus_client.parser import text_string_to_metric_families
 
 from bellhook.domain.models import Principal, Webhook
 from bellhook.runtime import Runtime
@@ -542,3 +543,33 @@ class Server:
 
     def output_lines(self) -> list[str]:
         return [line.rstrip("\n") for line in self._lines]
+
+
+# --- /metrics (prometheus-client's own parser) --------------------------------------------
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[s.name, tuple(sorted(s.labels.items()))] = s.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum over every series of ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
+
+
+async def scrape(client: httpx.AsyncClient, path: str = "/metrics") -> Samples:
+    resp = await client.get(path)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/plain")
+    return parse(resp.text)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -52,6 +53,13 @@ DevOpt = Annotated[
     ),
 ]
 LogLevelOpt = Annotated[str | None, typer.Option(help="[env BELLHOOK_LOG_LEVEL]")]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="serve /metrics, /healthz and /readyz on this port [env BELLHOOK_METRICS_PORT]",
+        show_default=False,
+    ),
+]
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -147,6 +155,7 @@ def worker(
         ),
     ] = None,
     log_level: LogLevelOpt = None,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Deliver webhooks without serving the API (run `serve --no-worker` beside it)."""
     import signal
@@ -154,7 +163,11 @@ def worker(
     from bellhook.delivery.dispatcher import Dispatcher
 
     settings = load_settings(
-        database_url=database_url, dev_mode=dev, worker_processes=processes, log_level=log_level
+        database_url=database_url,
+        dev_mode=dev,
+        worker_processes=processes,
+        log_level=log_level,
+        metrics_port=metrics_port,
     )
     configure_logging(settings.log_level, settings.log_format)
     if settings.worker_processes > 1:
@@ -165,8 +178,8 @@ def worker(
         except BellhookError as exc:
             err.print(f"[red]bellhook: {exc.message}[/red]")
             raise typer.Exit(2) from exc
-        run_with_runtime(settings, _nothing)  # migrate once, and fail early if we can't
-        raise typer.Exit(asyncio.run(supervise(settings)))
+        # Migrates once, and fails early if it can't, before any child starts.
+        raise typer.Exit(run_with_runtime(settings, lambda rt: supervise(settings, rt)))
 
     tune_gc()
 
@@ -175,7 +188,8 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, dispatcher.stop)
-        await dispatcher.run()
+        async with operations_port(rt):
+            await dispatcher.run()
 
     run_with_runtime(settings, deliver)
 
@@ -197,6 +211,7 @@ def consume(
     ] = None,
     database_url: DatabaseOpt = None,
     log_level: LogLevelOpt = None,
+    metrics_port: MetricsPortOpt = None,
 ) -> None:
     """Consume events from Kafka into deliveries (run `worker` to send them)."""
     import signal
@@ -209,6 +224,7 @@ def consume(
         kafka_topics=topics,
         database_url=database_url,
         log_level=log_level,
+        metrics_port=metrics_port,
     )
     configure_logging(settings.log_level, settings.log_format)
     if not settings.kafka_bootstrap_servers:
@@ -223,7 +239,8 @@ def consume(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, ingest.stop)
-        await ingest.run()
+        async with operations_port(rt):
+            await ingest.run()
 
     run_with_runtime(settings, run)
 
@@ -238,6 +255,18 @@ def migrate(database_url: DatabaseOpt = None) -> None:
 
 async def _nothing(_rt: Runtime) -> None:
     return None
+
+
+@contextlib.asynccontextmanager
+async def operations_port(rt: Runtime) -> AsyncIterator[None]:
+    """/metrics, /healthz and /readyz on BELLHOOK_METRICS_PORT, when it is set."""
+    if rt.settings.metrics_port is None:
+        yield
+        return
+    from bellhook.observability.server import serving_operations
+
+    async with serving_operations(rt, port=rt.settings.metrics_port):
+        yield
 
 
 @app.command()

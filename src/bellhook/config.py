@@ -56,6 +56,17 @@ class Settings(BaseSettings):
         "URL goes through a transaction-pooling PgBouncer; unset: the database URL",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Observability (docs/operations.md)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`worker` and `consume` serve /metrics, /healthz and /readyz on this "
+        "port (on BELLHOOK_HOST); unset: not served. `serve` has them on its own port",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="when set, /metrics requires `Authorization: Bearer <token>`"
+    )
     log_format: Literal["console", "json"] = "console"
 
     # Delivery

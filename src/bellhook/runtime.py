@@ -16,6 +16,8 @@ from bellhook.config import Settings
 from bellhook.delivery.resolver import DestinationGuard
 from bellhook.delivery.sender import Sender
 from bellhook.domain.destination import DestinationPolicy, Resolver, parse_networks
+from bellhook.observability.metrics import Metrics
+from bellhook.observability.tracing import Tracing, from_environment
 from bellhook.store.database import Database, PoolOptions
 from bellhook.store.deliveries import DeliveryRepository
 from bellhook.store.events import EventRepository
@@ -43,9 +45,15 @@ class Runtime:
     guard: DestinationGuard
     sender: Sender
     clock: Clock
+    metrics: Metrics
+    # What runs in this process, by name ("dispatcher", "kafka"), each with a function
+    # saying "ok" or why not: what /readyz reports (observability.readiness).
+    components: dict[str, Callable[[], str]] = field(default_factory=dict)
     # Set when there may be new work for a dispatcher in this process (new events,
     # freed slots); saves waiting for the next poll.
     work_available: asyncio.Event = field(default_factory=asyncio.Event)
+    # OpenTelemetry spans of ingests and attempts; off (Tracing()) unless asked for.
+    tracing: Tracing = field(default_factory=Tracing)
 
     async def check_destination(self, url: str) -> str:
         """The URL as stored, once it and every address it resolves to pass the policy."""
@@ -66,8 +74,12 @@ async def open_runtime(
     migrate: bool = True,
     clock: Clock = utc_now,
     resolver: Resolver | None = None,
+    tracing: Tracing | None = None,
 ) -> AsyncIterator[Runtime]:
+    """``tracing``: as the OTEL_* environment says unless given (tests inject one)."""
     box = SecretBox.from_setting(settings.encryption_key)  # a bad key fails here, first
+    if tracing is None:
+        tracing = from_environment()  # OpenTelemetry's own variables, not Settings
     path = settings.sqlite_path()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +108,10 @@ async def open_runtime(
             guard=guard,
             sender=sender,
             clock=clock,
+            metrics=Metrics(),
+            tracing=tracing,
         )
     finally:
         await sender.close()
         await db.close()
+        await tracing.close()

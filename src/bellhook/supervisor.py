@@ -16,15 +16,20 @@ would bring a configuration language along.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import structlog
+from prometheus_client import multiprocess
 
 from bellhook.config import Settings
 from bellhook.errors import ConfigurationError
+from bellhook.observability.metrics import MULTIPROCESS_ENV, multiprocess_registry
+from bellhook.runtime import Runtime
 
 log = structlog.get_logger("bellhook.worker")
 
@@ -41,14 +46,20 @@ def shares_of(limit: int, processes: int) -> list[int]:
 
 
 def child_environments(
-    settings: Settings, processes: int, base: Mapping[str, str]
+    settings: Settings, processes: int, base: Mapping[str, str], metrics_dir: str | None = None
 ) -> list[dict[str, str]]:
-    """Each child's environment: the parent's, with its settings and its share."""
+    """Each child's environment: the parent's, with its settings and its share; with
+    ``metrics_dir``, where its metrics go for the parent to sum (the parent serves the
+    metrics port, not the children)."""
     everything = shares_of(settings.max_concurrency, processes)
     per_webhook = shares_of(settings.per_webhook_concurrency, processes)
     envs = []
     for total, each in zip(everything, per_webhook, strict=True):
-        env = dict(base)
+        env = {
+            k: v for k, v in base.items() if k not in (MULTIPROCESS_ENV, "BELLHOOK_METRICS_PORT")
+        }
+        if metrics_dir is not None:
+            env[MULTIPROCESS_ENV] = metrics_dir
         env.update(
             {
                 "BELLHOOK_DATABASE_URL": settings.database_url,
@@ -63,13 +74,24 @@ def child_environments(
     return envs
 
 
-async def supervise(settings: Settings, argv: Sequence[str] | None = None) -> int:
+async def supervise(settings: Settings, rt: Runtime, argv: Sequence[str] | None = None) -> int:
     """Run ``settings.worker_processes`` workers until a signal; 0 if all stopped cleanly
-    after one, 1 if any failed or stopped on its own."""
+    after one, 1 if any failed or stopped on its own. With a metrics port, this process
+    serves it, summing the children's metrics."""
+    if settings.metrics_port is None:
+        return await _supervise(settings, rt, argv, None)
+    with tempfile.TemporaryDirectory(prefix="bellhook-metrics-") as metrics_dir:
+        return await _supervise(settings, rt, argv, metrics_dir)
+
+
+async def _supervise(
+    settings: Settings, rt: Runtime, argv: Sequence[str] | None, metrics_dir: str | None
+) -> int:
     processes = settings.worker_processes
     command = list(argv or (sys.executable, "-m", "bellhook", "worker"))
-    envs = child_environments(settings, processes, os.environ)
+    envs = child_environments(settings, processes, os.environ, metrics_dir)
     children: list[asyncio.subprocess.Process] = []
+    rt.components["dispatcher"] = lambda: _children_state(children, processes)
     stopping = asyncio.Event()
     stop_signal = signal.SIGTERM
 
@@ -102,20 +124,55 @@ async def supervise(settings: Settings, argv: Sequence[str] | None = None) -> in
             max_concurrency_each=[int(e["BELLHOOK_MAX_CONCURRENCY"]) for e in envs],
             per_webhook_each=[int(e["BELLHOOK_PER_WEBHOOK_CONCURRENCY"]) for e in envs],
         )
-        unprompted = False
-        waits = {asyncio.ensure_future(c.wait()): c for c in children}
-        pending = set(waits)
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if not stopping.is_set():
-                unprompted = True
-                for task in done:
-                    child = waits[task]
-                    log.error("worker.process_exited", pid=child.pid, status=child.returncode)
-                stop_all()
+        async with _metrics_port(rt, metrics_dir):
+            unprompted = await _watch(children, stopping, stop_all, metrics_dir)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     statuses = [c.returncode for c in children]
     log.info("worker.processes_stopped", statuses=statuses)
     return 1 if unprompted or any(s != 0 for s in statuses) else 0
+
+
+async def _watch(
+    children: list[asyncio.subprocess.Process],
+    stopping: asyncio.Event,
+    stop_all: Callable[[], None],
+    metrics_dir: str | None,
+) -> bool:
+    """Wait for every child to exit; True if one exited unprompted."""
+    unprompted = False
+    waits = {asyncio.ensure_future(c.wait()): c for c in children}
+    pending = set(waits)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            child = waits[task]
+            if metrics_dir is not None:  # its live gauges are no longer summed
+                multiprocess.mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]
+            if not stopping.is_set():
+                log.error("worker.process_exited", pid=child.pid, status=child.returncode)
+        if done and not stopping.is_set():
+            unprompted = True
+            stop_all()
+    return unprompted
+
+
+def _children_state(children: list[asyncio.subprocess.Process], processes: int) -> str:
+    """For /readyz: ``ok`` while every worker process runs."""
+    running = sum(1 for c in children if c.returncode is None)
+    if running == processes:
+        return "ok"
+    return f"{running} of {processes} worker processes running"
+
+
+@contextlib.asynccontextmanager
+async def _metrics_port(rt: Runtime, metrics_dir: str | None) -> AsyncIterator[None]:
+    if metrics_dir is None or rt.settings.metrics_port is None:
+        yield
+        return
+    from bellhook.observability.server import serving_operations
+
+    registry = multiprocess_registry(metrics_dir)
+    async with serving_operations(rt, port=rt.settings.metrics_port, registry=registry):
+        yield

@@ -21,7 +21,9 @@ from tests.support import (
     create_webhook,
     eventually,
     ok_data,
+    scrape,
     signature_ok,
+    value,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -151,3 +153,26 @@ async def test_poison_messages_are_listed_and_never_block_the_good_ones(
         refused = await integrator.get("/api/ingest/errors")
     assert refused.status_code == 403
     assert refused.json()["success"] is False
+
+    # The metrics count the same: each good event once, each refusal by its reason;
+    # the consumer's lag comes down to nothing once all is committed.
+    async with setup.svc.client() as scraper:
+        samples = await eventually(
+            lambda: scrape(scraper),
+            lambda s: (
+                value(s, "bellhook_kafka_consumer_lag", topic=topic, partition="0") == 0
+                and ("bellhook_kafka_consumer_lag", (("partition", "0"), ("topic", topic))) in s
+            ),
+            timeout=60,
+            what="the partition's lag measured at 0",
+        )
+        ready = ok_data(await scraper.get("/readyz"))
+    ingested = "bellhook_events_ingested_total"
+    assert value(samples, ingested, source="kafka", event_type="post.created") == len(goods)
+    rejected = "bellhook_events_rejected_total"
+    for reason in {code for _, code in poison.values()}:
+        expected = sum(1 for _, code in poison.values() if code == reason)
+        assert value(samples, rejected, source="kafka", reason=reason) == expected
+    assert value(samples, "bellhook_kafka_rebalances_total", kind="assigned") >= 1
+    assert value(samples, "bellhook_kafka_paused") == 0
+    assert ready["checks"]["kafka"] == "ok"

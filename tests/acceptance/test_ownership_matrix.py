@@ -36,6 +36,7 @@ WEBHOOK_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("DELETE", "/api/webhooks/{webhook_id}", None),
     ("POST", "/api/webhooks/{webhook_id}/test", {"event": "post.created"}),
     ("GET", "/api/webhooks/{webhook_id}/secret", None),
+    ("GET", "/api/webhooks/{webhook_id}/stats", None),
     ("POST", "/api/webhooks/{webhook_id}/secret/rotate", {"secret": "chosen-by-b-0123456789"}),
     ("GET", "/api/webhooks/{webhook_id}/deliveries", None),
     ("GET", "/api/webhooks/{webhook_id}/deliveries/{delivery_id}", None),

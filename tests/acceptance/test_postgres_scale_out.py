@@ -348,7 +348,7 @@ async def test_a_backlog_of_retries_never_holds_back_a_healthy_webhook(
         await api_server.stop()
 
 
-async def test_while_the_database_is_gone_the_api_answers_503_and_healthz_says_so(
+async def test_while_the_database_is_gone_the_api_answers_503_and_healthz_readyz_say_so(
     database_url: str, tmp_path: Path
 ) -> None:
     """No connection accepted (every bellhook connection terminated, new ones refused):
@@ -367,6 +367,10 @@ async def test_while_the_database_is_gone_the_api_answers_503_and_healthz_says_s
                 await terminate_bellhook_connections(url)
                 health = error_of(await client.get("/healthz"), 503)
                 assert health["code"] == "database_unreachable"
+                unready = error_of(await client.get("/readyz"), 503)
+                assert unready["code"] == "not_ready"
+                assert "database: the database cannot be reached" in unready["message"]
+                assert unready["details"][0]["checks"]["database"] != "ok"
                 for call in (
                     client.get("/api/webhooks"),
                     client.post("/api/events", json={"event": "post.created", "data": {}}),
@@ -377,6 +381,9 @@ async def test_while_the_database_is_gone_the_api_answers_503_and_healthz_says_s
             finally:
                 await allow_connections(url, True)
             assert ok_data(await client.get("/healthz"))["database"] == "ok"
+            ready = ok_data(await client.get("/readyz"))
+            assert ready["status"] == "ready"
+            assert ready["checks"]["database"] == ready["checks"]["migrations"] == "ok"
             ok_data(
                 await client.post("/api/events", json={"event": "post.created", "data": {}}), 202
             )

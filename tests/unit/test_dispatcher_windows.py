@@ -16,6 +16,7 @@ from typing import Any
 from bellhook.config import Settings
 from bellhook.delivery.dispatcher import CLAIM_AHEAD, Dispatcher
 from bellhook.domain.models import WebhookSecrets
+from bellhook.observability.tracing import Tracing
 from bellhook.store.deliveries import Job
 
 PER_WEBHOOK = 2
@@ -26,7 +27,7 @@ NOW = datetime(2026, 11, 27, tzinfo=UTC)
 def dispatcher() -> Dispatcher:
     settings = Settings(database_url="sqlite:///unused.db", per_webhook_concurrency=PER_WEBHOOK)
     runtime: Any = SimpleNamespace(
-        settings=settings, work_available=asyncio.Event(), clock=lambda: NOW
+        settings=settings, work_available=asyncio.Event(), clock=lambda: NOW, tracing=Tracing()
     )
     return Dispatcher(runtime, sender=None)  # type: ignore[arg-type]
 

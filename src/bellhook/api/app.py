@@ -17,6 +17,8 @@ from bellhook.config import Settings
 from bellhook.delivery.dispatcher import running_dispatcher
 from bellhook.domain.destination import Resolver
 from bellhook.ingest.consumer import running_consumer
+from bellhook.observability.exposition import Exposition
+from bellhook.observability.tracing import Tracing
 from bellhook.runtime import Clock, open_runtime, utc_now
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -35,14 +37,20 @@ envelope: `{"success": true, "data": ...}` or
 
 
 def create_app(
-    settings: Settings, *, clock: Clock = utc_now, resolver: Resolver | None = None
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    resolver: Resolver | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
-    """The app for ``settings``; ``clock`` and ``resolver`` are injectable for tests."""
+    """The app for ``settings``; ``clock``, ``resolver`` and ``tracing`` (else as the
+    OTEL_* environment says) are injectable for tests."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, clock=clock, resolver=resolver) as rt:
+        async with open_runtime(settings, clock=clock, resolver=resolver, tracing=tracing) as rt:
             app.state.runtime = rt
+            app.state.exposition = Exposition(rt)
             if settings.dev_mode:
                 log.warning(
                     "security.dev_mode",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from bellhook.api.deps import authenticate_early
 from bellhook.ingest.intake import validation_details, validation_summary
 
 log = logging.getLogger("bellhook.api")
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 
 STATUS_OF: dict[type[errors.BellhookError], int] = {
     errors.InvalidInput: 422,
@@ -145,8 +147,33 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# The ingest routes, by the source their refusals count under (bellhook_events_rejected).
+INGEST_SOURCES = {"/api/events": "http", "/api/events/batch": "batch"}
+
+
+def count_refusal(app: Any, path: str, method: str, code: str) -> None:
+    """Count an ingest call refused as a whole (a batch's single events are counted by
+    its route)."""
+    source = INGEST_SOURCES.get(path)
+    runtime = getattr(app.state, "runtime", None)
+    if source is not None and method == "POST" and runtime is not None:
+        runtime.metrics.rejected_events(source, (code,))
+        log.info("ingest.refused", extra={"source": source, "code": code})
+
+
+def _counted(handler: Handler) -> Handler:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        response = await handler(request, exc)
+        if 400 <= response.status_code < 500 and request.url.path in INGEST_SOURCES:
+            code = json.loads(bytes(response.body))["error"]["code"]
+            count_refusal(request.app, request.url.path, request.method, code)
+        return response
+
+    return handle
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(errors.BellhookError, _on_bellhook_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(errors.BellhookError, _counted(_on_bellhook_error))
+    app.add_exception_handler(RequestValidationError, _counted(_on_validation_error))
+    app.add_exception_handler(StarletteHTTPException, _counted(_on_http_error))
     app.add_exception_handler(Exception, _on_unexpected)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bellhook.api.errors import error_response
+from bellhook.api.errors import count_refusal, error_response
 
 
 class BodyTooLarge(Exception):
@@ -72,6 +72,8 @@ class BodyLimitMiddleware:
 
 
 async def _reject(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+    if "app" in scope:
+        count_refusal(scope["app"], scope["path"], scope["method"], "payload_too_large")
     response = error_response(
         413,
         "payload_too_large",

@@ -186,6 +186,13 @@ class Health(ApiModel):
     version: str
 
 
+class Ready(ApiModel):
+    status: Literal["ready"]
+    checks: dict[str, str] = Field(
+        description="database, migrations, dispatcher, kafka: `ok` or `not_configured`"
+    )
+
+
 # --- events ----------------------------------------------------------------------------
 
 EventId = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
@@ -313,3 +320,40 @@ class IngestErrorOut(ApiModel):
     code: str = Field(examples=["not_json", "unknown_event_type", "validation_error"])
     reason: str
     received_at: Timestamp
+
+
+# --- webhook stats ---------------------------------------------------------------------
+
+
+class LatencyOut(ApiModel):
+    p50: float | None = Field(description="nearest-rank, in ms; null without attempts")
+    p99: float | None = Field(description="nearest-rank, in ms; null without attempts")
+
+
+class LastErrorOut(ApiModel):
+    """The window's newest failed attempt (its response body is in the delivery log)."""
+
+    started_at: Timestamp
+    status_code: int | None
+    error: str | None = Field(description="error kind, as in a delivery's attempts")
+    error_message: str | None = Field(description="at most 300 characters")
+
+
+class StatsWindowOut(ApiModel):
+    attempts: int = Field(description="attempts started in the window, manual ones too")
+    succeeded: int
+    failed: int
+    success_rate: float | None = Field(description="succeeded / attempts; null without attempts")
+    latency_ms: LatencyOut
+    last_error: LastErrorOut | None
+
+
+class StatsWindows(ApiModel):
+    hour: StatsWindowOut = Field(description="the last hour, up to generatedAt")
+    day: StatsWindowOut = Field(description="the last 24 hours, up to generatedAt")
+
+
+class WebhookStatsOut(ApiModel):
+    webhook_id: str
+    generated_at: Timestamp
+    windows: StatsWindows

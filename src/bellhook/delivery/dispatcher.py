@@ -120,9 +120,18 @@ class Dispatcher:
         self._flush_now = asyncio.Event()
         self._stopping = asyncio.Event()
         self._drained = asyncio.Event()
+        self._stopped = False
         # Checked once: a success is logged at debug level, and building that line for
         # every delivery only to drop it is a measurable cost at thousands a second.
         self._log_successes = logging.getLogger(LOGGER_NAME).isEnabledFor(logging.DEBUG)
+        # Likewise: with tracing off, an attempt costs this one check.
+        self._traced = rt.tracing.on
+
+    def state(self) -> str:
+        """For /readyz: ``ok`` while delivering."""
+        if self._stopped:
+            return "stopped"
+        return "stopping" if self._stopping.is_set() else "ok"
 
     def stop(self) -> None:
         self._stopping.set()
@@ -135,6 +144,7 @@ class Dispatcher:
             max_concurrency=self.settings.max_concurrency,
             per_webhook=self.settings.per_webhook_concurrency,
         )
+        self.rt.components["dispatcher"] = self.state
         flusher = asyncio.create_task(self._flush_loop(), name="bellhook-flusher")
         purger = asyncio.create_task(self._purge_loop(), name="bellhook-purger")
         # On PostgreSQL, new work of other processes wakes this one (store.wakeups).
@@ -153,6 +163,7 @@ class Dispatcher:
             await flusher
             with contextlib.suppress(asyncio.CancelledError):
                 await purger
+            self._stopped = True
             log.info("dispatcher.stopped")
 
     async def _claim_loop(self) -> None:
@@ -413,7 +424,11 @@ class Dispatcher:
         probed = job.webhook_id in self._probing  # sent as a probe
         try:
             now = self.rt.clock()
-            result = await self.sender.send(build_request(job, now=now), started_at=now)
+            request = build_request(job, now=now)
+            if self._traced:  # a span per attempt (observability.tracing)
+                result = await self.rt.tracing.send(self.sender, job, request, started_at=now)
+            else:
+                result = await self.sender.send(request, started_at=now)
             decision = decide(
                 result,
                 schedule_step=job.schedule_step,
@@ -577,6 +592,8 @@ class Dispatcher:
         self._records_out.succeeded()
         for c in batch:
             self._active.discard(c.job.delivery_id)
+        self.rt.metrics.delivered(batch, now=self.rt.clock())
+        self.rt.metrics.disabled(len(disabled))
         for webhook_id in disabled:
             log.warning("webhook.disabled", webhook_id=webhook_id)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import structlog
+
 from bellhook.delivery.sender import build_request
 from bellhook.domain.models import DeliveryStatus
 from bellhook.domain.outcome import AttemptResult, Decision
 from bellhook.runtime import Runtime
 from bellhook.store.deliveries import Completed, Job
+
+log = structlog.get_logger("bellhook.delivery")
 
 
 async def send_now(rt: Runtime, job: Job, *, final: bool) -> AttemptResult:
@@ -18,14 +22,18 @@ async def send_now(rt: Runtime, job: Job, *, final: bool) -> AttemptResult:
     manual retry: success finishes the delivery, failure leaves its schedule untouched.
     """
     now = rt.clock()
-    result = await rt.sender.send(build_request(job, now=now), started_at=now)
+    request = build_request(job, now=now)
+    result = await rt.tracing.send(rt.sender, job, request, started_at=now, manual=True)
     decision = None
     if final:
         status = DeliveryStatus.SUCCEEDED if result.succeeded else DeliveryStatus.FAILED
         decision = Decision(status, None, job.schedule_step)
-    await rt.deliveries.record(
-        [Completed(job, result, decision)],
-        now=rt.clock(),
-        auto_disable_after=timedelta(seconds=rt.settings.auto_disable_after),
+    done = [Completed(job, result, decision)]
+    disabled = await rt.deliveries.record(
+        done, now=rt.clock(), auto_disable_after=timedelta(seconds=rt.settings.auto_disable_after)
     )
+    rt.metrics.delivered(done, now=rt.clock())
+    rt.metrics.disabled(len(disabled))
+    for webhook_id in disabled:
+        log.warning("webhook.disabled", webhook_id=webhook_id)
     return result

@@ -34,7 +34,7 @@ from bellhook.ingest.messages import (
     excerpt,
 )
 from bellhook.runtime import Runtime
-from bellhook.store.events import NewEvent
+from bellhook.store.events import Accepted, NewEvent
 from bellhook.store.ingest_errors import IngestError
 from bellhook.store.outage import cause_of
 
@@ -46,6 +46,7 @@ COUNT_SHARE = 20.0  # and at least this many times as long as the last count too
 MOST_COUNT_EVERY = 30.0  # but never less often than this (only a count resumes)
 RESUME_AT = 0.8  # of the backlog bound: resume below it, so it does not flap
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # backoff of a store that failed (seconds)
+LAG_EVERY = 10.0  # seconds between asking the broker for the partitions' ends (metrics)
 
 
 @dataclass
@@ -53,6 +54,8 @@ class ConsumerState:
     """What the loop knows of itself, for logs and tests."""
 
     assigned: set[tuple[str, int]] = field(default_factory=set)
+    joined: bool = False  # an assignment came (empty, with more consumers than partitions)
+    failed: str | None = None  # why the loop ended by itself
     paused_for: set[str] = field(default_factory=set)  # "backlog", "storage", "dead_letters"
     stored: int = 0  # events stored for the first time
     duplicates: int = 0  # events read again (a crash, a rebalance) or published twice
@@ -74,20 +77,44 @@ class KafkaIngest:
         self._last_backlog_check = -BACKLOG_CHECK_EVERY
         self._count_every = BACKLOG_CHECK_EVERY
         self._backlog_estimate = 0
+        self._last_lag_check = -LAG_EVERY
+        self.metrics = rt.metrics
 
     def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group."""
         self._stopping.set()
 
+    def readiness(self) -> str:
+        """For /readyz: ``ok`` once in the group (with partitions or none)."""
+        if self.state.failed is not None:
+            return f"stopped: {self.state.failed}"
+        if self._stopping.is_set():
+            return "stopping"
+        if not self.state.joined:
+            return f"joining consumer group {self.settings.kafka_group!r}"
+        return "ok"
+
     def _assigned(self, partitions: list[tuple[str, int]]) -> None:
+        self.state.joined = True
         self.state.assigned.update(partitions)
+        self.metrics.kafka_rebalances.labels("assigned").inc()
         log.info("kafka.assigned", partitions=_names(partitions))
 
     def _revoked(self, partitions: list[tuple[str, int]]) -> None:
         self.state.assigned.difference_update(partitions)
+        self.metrics.kafka_rebalances.labels("revoked").inc()
+        self.metrics.kafka_unassigned(partitions)
         log.info("kafka.revoked", partitions=_names(partitions))
 
     async def run(self) -> None:
+        self.rt.components["kafka"] = self.readiness
+        try:
+            await self._run()
+        except BaseException as exc:
+            self.state.failed = exc.message if isinstance(exc, BellhookError) else repr(exc)
+            raise
+
+    async def _run(self) -> None:
         await self.client.start()
         log.info(
             "kafka.started",
@@ -97,6 +124,7 @@ class KafkaIngest:
         try:
             while not self._stopping.is_set():
                 await self._check_backlog()
+                await self._check_lag()
                 batch = await self.client.poll(self.settings.kafka_batch_size, wait=POLL_TIMEOUT)
                 if not batch:
                     continue
@@ -159,7 +187,18 @@ class KafkaIngest:
                     offset=m.offset,
                     code=r.code,
                 )
-        accepted = await self.rt.events.ingest(events, now=now) if events else []
+        accepted: list[Accepted] = []
+        if events and self.rt.tracing.on:
+            # One span per stored batch; its context is stored on each of its events.
+            with self.rt.tracing.ingest("kafka", events) as span:
+                accepted = await self.rt.events.ingest(span.traced(events), now=now)
+                span.accepted(accepted)
+        elif events:
+            accepted = await self.rt.events.ingest(events, now=now)
+        self.metrics.ingested_events(
+            "kafka", [e.type for e in events], [a.duplicate for a in accepted]
+        )
+        self.metrics.rejected_events("kafka", (r.code for _, r in refused))
         fresh = [a for a in accepted if not a.duplicate]
         self.state.stored += len(fresh)
         self.state.duplicates += len(accepted) - len(fresh)
@@ -204,17 +243,25 @@ class KafkaIngest:
         elif "backlog" in self.state.paused_for and pending <= bound * RESUME_AT:
             await self._resume("backlog", pending=pending, bound=bound)
 
+    async def _check_lag(self) -> None:
+        moment = time.monotonic()
+        if moment - self._last_lag_check >= LAG_EVERY:
+            self._last_lag_check = moment
+            self.metrics.kafka_lags(await self.client.lags())
+
     async def _pause(self, reason: str, **fields: object) -> None:
         first = not self.state.paused_for
         self.state.paused_for.add(reason)
         if first:
             await self.client.set_paused(True)
+            self.metrics.kafka_paused.set(1)
         log.warning("kafka.paused", reason=reason, **fields)
 
     async def _resume(self, reason: str, **fields: object) -> None:
         self.state.paused_for.discard(reason)
         if not self.state.paused_for:
             await self.client.set_paused(False)
+            self.metrics.kafka_paused.set(0)
         log.info("kafka.resumed", reason=reason, **fields)
 
 

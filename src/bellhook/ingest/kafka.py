@@ -28,6 +28,7 @@ from bellhook.errors import BellhookError, ConfigurationError
 from bellhook.ingest.messages import Message
 
 log = structlog.get_logger("bellhook.kafka")
+LAG_TIMEOUT = 2.0  # seconds the broker has to say where a partition's log ends
 
 
 class KafkaUnavailable(BellhookError):
@@ -249,6 +250,34 @@ class KafkaClient:
                 f"the dead-letter topic {topic!r} did not take {remaining or len(failed)} "
                 f"message(s): {failed[0] if failed else 'timed out'}"
             )
+
+    async def lags(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, messages after the committed offset) of each partition
+        assigned: the broker's end of the log, asked (a paused consumer fetches
+        nothing, so that the ends cached from fetches would stand still)."""
+        return list(await self._run(self._lags))
+
+    def _lags(self) -> list[tuple[str, int, int]]:
+        if self._consumer is None:
+            return []
+        try:
+            assignment = self._consumer.assignment()
+            positions = {
+                (p.topic, p.partition): p.offset for p in self._consumer.position(assignment)
+            }
+        except self._kafka.KafkaException:
+            return []  # between a revoke and an assignment; asked again later
+        found = []
+        for tp in assignment:
+            key = (tp.topic, tp.partition)
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp, timeout=LAG_TIMEOUT)
+            except self._kafka.KafkaException:
+                continue  # said again at the next try; the broker's trouble is logged
+            done = self._stored.get(key, positions.get(key, -1))
+            if high >= 0 and done >= 0:  # no position yet: nothing read of it so far
+                found.append((tp.topic, tp.partition, max(high - done, 0)))
+        return found
 
     async def close(self) -> None:
         """Leave the group (its partitions go to the others at once) and stop."""

@@ -383,6 +383,13 @@ class Database:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(72217301)"))
             await conn.run_sync(upgrade_connection)
 
+    async def schema_state(self) -> str:
+        """``ok``, or which migrations the schema lacks (``store.migrate.schema_state``)."""
+        from bellhook.store.migrate import schema_state
+
+        async with self.read() as conn:
+            return await conn.run_sync(schema_state)
+
     async def close(self) -> None:
         async with self._write_turn:  # never under a transaction, nor an opening
             await self._close_queue_connection()

@@ -66,6 +66,8 @@ _DUE_COLUMNS = (
     deliveries.c.is_test,
     events.c.data,
     events.c.timestamp,
+    deliveries.c.created_at,
+    events.c.trace_context,
 )
 
 
@@ -80,8 +82,8 @@ _TARGETS_SQL = f"SELECT {TARGET_COLUMNS_SQL} FROM webhooks WHERE status = ?"  # 
 # value of a parameter).
 _DUE_BRANCH_SQL = (
     "SELECT d.id, d.webhook_id, d.next_attempt_at, d.event_id, d.event_type,"  # noqa: S608
-    " d.attempt_count, d.schedule_step, d.is_test, e.data, e.timestamp"
-    " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+    " d.attempt_count, d.schedule_step, d.is_test, e.data, e.timestamp, d.created_at,"
+    " e.trace_context FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
     f" WHERE d.webhook_id = ? AND d.status = '{PENDING}' AND d.next_attempt_at <= ?"
     " ORDER BY d.next_attempt_at LIMIT ?"
 )
@@ -171,6 +173,15 @@ class Job:
     schedule_step: int
     is_test: bool
     leased_until: datetime | None = None  # when a claim's lease runs out (None: manual)
+    accepted_at: datetime | None = None  # when its event was accepted (end-to-end latency)
+    trace_context: str | None = None  # its ingest span's traceparent (None: not traced)
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    pending: int  # waiting for a send or a retry
+    due: int  # of which their time has come
+    oldest_due_seconds: float  # how long the oldest due one has waited (0: none due)
 
 
 @dataclass(slots=True)  # not frozen: made per delivery (see Job)
@@ -246,7 +257,10 @@ class DeliveryRepository:
                 if r[0] in picked:
                     target = targets[r[1]]
                     timestamp = tx.iso_of(r[9])  # events.timestamp is NOT NULL
-                    jobs.append(_job(r, target.url, target.secrets, timestamp, leased_until))
+                    accepted_at = tx.datetime_of(r[10])
+                    jobs.append(
+                        _job(r, target.url, target.secrets, timestamp, leased_until, accepted_at)
+                    )
             return jobs
 
     async def _open_targets(
@@ -515,6 +529,20 @@ class DeliveryRepository:
             query = select(func.count()).select_from(rows.subquery())
             return int((await conn.execute(query)).scalar_one())
 
+    async def backlog(self, *, now: datetime) -> Backlog:
+        """The pending deliveries, how many are due, and since when the oldest due one
+        waits: one pass over the pending deliveries' partial index."""
+        due = deliveries.c.next_attempt_at <= now
+        query = select(
+            func.count(), func.count().filter(due), func.min(deliveries.c.next_attempt_at)
+        ).where(PENDING_ONLY)
+        async with self.db.read() as conn:
+            pending, due_now, earliest = (await conn.execute(query)).one()
+        waited = 0.0
+        if earliest is not None and due_now:
+            waited = max((now - earliest).total_seconds(), 0.0)
+        return Backlog(pending=int(pending), due=int(due_now), oldest_due_seconds=waited)
+
     async def counts(self) -> dict[str, int]:
         async with self.db.read() as conn:
             rows = await conn.execute(
@@ -556,6 +584,7 @@ async def _jobs(conn: AsyncConnection, ids: Sequence[str], box: SecretBox) -> li
                 r.previous_secret_expires_at,
             ),
             iso_utc(r.timestamp),
+            accepted_at=r.created_at,
         )
         for r in rows
     ]
@@ -567,6 +596,7 @@ def _job(
     secrets: WebhookSecrets,
     timestamp: str,
     leased_until: datetime | None = None,
+    accepted_at: datetime | None = None,
 ) -> Job:
     """A job from a row of the due columns (``_DUE_BRANCH_SQL``'s order), its webhook's
     address and secrets, and the event's timestamp as the payload writes it."""
@@ -583,6 +613,8 @@ def _job(
         schedule_step=row[6],
         is_test=bool(row[7]),
         leased_until=leased_until,
+        accepted_at=accepted_at,
+        trace_context=row[11],
     )
 
 

@@ -27,6 +27,7 @@ class NewEvent:
     data_json: str  # exactly the bytes receivers get (JS-compatible)
     timestamp: datetime
     audience: tuple[str, ...] | None
+    trace_context: str | None = None  # the ingest span's traceparent (None: not traced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +146,11 @@ class EventRepository:
             except BaseException:
                 _unreserve(handoff, reserved)
                 raise
-            self._hand_off(handoff, reserved)
+            self._hand_off(handoff, reserved, now)
             return results
         raise AssertionError("unreachable")
 
-    def _hand_off(self, handoff: Handoff | None, reserved: list[_Reserved]) -> None:
+    def _hand_off(self, handoff: Handoff | None, reserved: list[_Reserved], now: datetime) -> None:
         if not reserved or handoff is None:
             return
         jobs: list[Job] = []
@@ -180,6 +181,8 @@ class EventRepository:
                     schedule_step=0,
                     is_test=False,
                     leased_until=r.leased_until,
+                    accepted_at=now,
+                    trace_context=r.event.trace_context,
                 )
             )
         if lost:
@@ -272,7 +275,15 @@ def _unreserve(handoff: Handoff | None, reserved: list[_Reserved]) -> None:
 def _event_values(tx: Direct, event: NewEvent, stored_now: Any) -> tuple[Any, ...]:
     """``event`` as a row of ``_INSERT_EVENT_SQL``."""
     audience = None if event.audience is None else json.dumps(list(event.audience))
-    return (event.id, event.type, event.data_json, tx.when(event.timestamp), audience, stored_now)
+    return (
+        event.id,
+        event.type,
+        event.data_json,
+        tx.when(event.timestamp),
+        audience,
+        stored_now,
+        event.trace_context,
+    )
 
 
 def _delivery_values(
@@ -338,7 +349,8 @@ _ACTIVE_WEBHOOKS_SQL = (
     " FROM webhooks WHERE status = ?"
 )
 _INSERT_EVENT_SQL = (
-    "INSERT INTO events (id, type, data, timestamp, audience, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (id, type, data, timestamp, audience, created_at, trace_context)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_DELIVERY_SQL = (
     "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, next_attempt_at,"

@@ -96,6 +96,9 @@ events = Table(
     Column("timestamp", UTCDateTime, nullable=False),
     Column("audience", Text),  # JSON list, '"*"', or NULL (admin webhooks only)
     Column("created_at", UTCDateTime, nullable=False),
+    # The W3C traceparent of the ingest span, for the deliveries' spans to link to
+    # (observability.tracing); NULL when tracing is off.
+    Column("trace_context", Text),
     Index("ix_events_created", "created_at"),
 )
 
@@ -147,6 +150,8 @@ attempts = Table(
     Column("response_excerpt", Text),
     Index("ix_attempts_delivery", "delivery_id", "started_at"),
     Index("ix_attempts_started", "started_at"),
+    # A webhook's recent attempts (store.stats), without reading every webhook's.
+    Index("ix_attempts_webhook_started", "webhook_id", "started_at"),
 )
 
 # Messages the Kafka consumer could not accept (a dead-letter table): kept so that an

@@ -261,6 +261,13 @@ class WebhookRepository:
             self.box.open(row.secret)
             self.box.open_optional(row.previous_secret)
 
+    async def counts_by_status(self) -> dict[str, int]:
+        """How many webhooks there are of each status (every status, 0 included)."""
+        query = select(webhooks.c.status, func.count()).group_by(webhooks.c.status)
+        async with self.db.read() as conn:
+            found = {status: int(n) for status, n in (await conn.execute(query)).all()}
+        return {str(status): found.get(str(status), 0) for status in WebhookStatus} | found
+
     async def has_plain_secrets(self) -> bool:
         """True if some stored secret is not encrypted (stored before a key was set)."""
         plain = or_(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, status
@@ -19,7 +20,8 @@ from bellhook.api.schemas import (
     error_responses,
 )
 from bellhook.ingest.intake import Refusal, accept_item, new_event
-from bellhook.store.events import NewEvent
+from bellhook.runtime import Runtime
+from bellhook.store.events import Accepted, NewEvent
 
 router = APIRouter(
     prefix="/api/events",
@@ -42,7 +44,11 @@ async def publish_event(
     rt = await runtime(request)
     now = rt.clock()
     event = new_event(body, idempotency_key=idempotency_key, now=now)
-    accepted = await rt.events.ingest_one(event, now=now)
+    if rt.tracing.on:
+        accepted = await _ingest_one_traced(rt, request, event, now)
+    else:
+        accepted = await rt.events.ingest_one(event, now=now)
+    rt.metrics.ingested_events("http", (event.type,), (accepted.duplicate,))
     return Envelope(
         data=EventAccepted(
             id=accepted.event_id, deliveries=accepted.deliveries, duplicate=accepted.duplicate
@@ -55,7 +61,9 @@ async def publish_event(
     status_code=status.HTTP_202_ACCEPTED,
     summary="Publish up to 1,000 events at once (each as for POST /api/events)",
 )
-async def publish_batch(body: BatchIn, _caller: AdminDep, rt: RuntimeDep) -> Envelope[BatchOut]:
+async def publish_batch(
+    body: BatchIn, _caller: AdminDep, rt: RuntimeDep, request: Request
+) -> Envelope[BatchOut]:
     """Valid events are accepted together in one transaction; an invalid one is reported
     at its index and does not stop the others. Idempotent per event id."""
     now = rt.clock()
@@ -73,7 +81,20 @@ async def publish_batch(body: BatchIn, _caller: AdminDep, rt: RuntimeDep) -> Env
             )
         else:
             valid.append((index, accepted_item))
-    accepted = await rt.events.ingest([e for _, e in valid], now=now) if valid else []
+    events = [e for _, e in valid]
+    accepted: list[Accepted] = []
+    if events and rt.tracing.on:
+        # A publisher's traceparent (a W3C header) continues in the ingest span.
+        with rt.tracing.ingest("batch", events, carrier=request.headers) as span:
+            accepted = await rt.events.ingest(span.traced(events), now=now)
+            span.accepted(accepted)
+    elif events:
+        accepted = await rt.events.ingest(events, now=now)
+    rt.metrics.ingested_events("batch", [e.type for _, e in valid], [a.duplicate for a in accepted])
+    if len(valid) < len(body.events):
+        rt.metrics.rejected_events(
+            "batch", (r.error.code for r in results if r is not None and r.error is not None)
+        )
     for (index, _), outcome in zip(valid, accepted, strict=True):
         results[index] = BatchItemOut(
             id=outcome.event_id, deliveries=outcome.deliveries, duplicate=outcome.duplicate
@@ -82,3 +103,14 @@ async def publish_batch(body: BatchIn, _caller: AdminDep, rt: RuntimeDep) -> Env
     return Envelope(
         data=BatchOut(accepted=len(accepted), rejected=len(items) - len(accepted), results=items)
     )
+
+
+async def _ingest_one_traced(
+    rt: Runtime, request: Request, event: NewEvent, now: datetime
+) -> Accepted:
+    """``ingest_one`` in an ingest span, continuing a publisher's ``traceparent``."""
+    with rt.tracing.ingest("http", (event,), carrier=request.headers) as span:
+        (traced,) = span.traced((event,))
+        accepted = await rt.events.ingest_one(traced, now=now)
+        span.accepted((accepted,))
+    return accepted

@@ -1,4 +1,5 @@
-"""/api/webhooks: register, list, read, update, delete webhooks and read their secret."""
+"""/api/webhooks: register, list, read, update, delete webhooks, read their secret and
+their recent delivery health."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ from bellhook.api.deps import PrincipalDep, RuntimeDep
 from bellhook.api.schemas import (
     API_ERRORS,
     Envelope,
+    LastErrorOut,
+    LatencyOut,
     ListEnvelope,
     OkEnvelope,
     Pagination,
     RotateIn,
     SecretOut,
+    StatsWindowOut,
+    StatsWindows,
     WebhookCreate,
     WebhookCreated,
     WebhookOut,
+    WebhookStatsOut,
     WebhookUpdate,
     error_responses,
 )
@@ -27,6 +33,7 @@ from bellhook.domain.credentials import check_webhook_secret, generate_webhook_s
 from bellhook.domain.models import WebhookStatus
 from bellhook.domain.paging import DEFAULT_LIMIT, MAX_LIMIT, Cursor
 from bellhook.runtime import Runtime
+from bellhook.store.stats import WindowStats, webhook_stats
 from bellhook.store.webhooks import WebhookChanges
 
 ERRORS = error_responses(*API_ERRORS, 404)
@@ -145,5 +152,47 @@ async def rotate_secret(
     return Envelope(
         data=SecretOut(
             secret=secrets.current, previous_secret_expires_at=secrets.previous_expires_at
+        )
+    )
+
+
+STATS_WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+
+
+def stats_window_out(w: WindowStats) -> StatsWindowOut:
+    last = w.last_error
+    return StatsWindowOut(
+        attempts=w.attempts,
+        succeeded=w.succeeded,
+        failed=w.failed,
+        success_rate=w.success_rate,
+        latency_ms=LatencyOut(p50=w.latency_ms[50], p99=w.latency_ms[99]),
+        last_error=None
+        if last is None
+        else LastErrorOut(
+            started_at=last.started_at,
+            status_code=last.status_code,
+            error=last.error_kind.value if last.error_kind else None,
+            error_message=last.error_message,
+        ),
+    )
+
+
+@router.get("/{webhook_id}/stats", summary="The webhook's delivery health: last hour, last day")
+async def get_stats(
+    webhook_id: str, caller: PrincipalDep, rt: RuntimeDep
+) -> Envelope[WebhookStatsOut]:
+    """Attempts (automatic and manual), success rate, nearest-rank p50/p99 latency and
+    the newest failure, over the hour and the day before ``generatedAt``."""
+    await rt.webhooks.get(caller, webhook_id)  # 404 for someone else's webhook
+    now = rt.clock()
+    windows = await webhook_stats(rt.db, webhook_id, now=now, spans=STATS_WINDOWS)
+    return Envelope(
+        data=WebhookStatsOut(
+            webhook_id=webhook_id,
+            generated_at=now,
+            windows=StatsWindows(
+                hour=stats_window_out(windows["hour"]), day=stats_window_out(windows["day"])
+            ),
         )
     )
