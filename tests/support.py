@@ -559,7 +559,11 @@ def parse(text: str) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sample ``name`` with exactly ``labels``; a test fails if it is not exported."""
+    key = (name, tuple(sorted(labels.items())))
+    if key not in samples:
+        pytest.fail(f"no sample {name}{labels} among {sorted({n for n, _ in samples})}")
+    return samples[key]
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:

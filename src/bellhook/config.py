@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         description="`worker` and `consume` serve /metrics, /healthz and /readyz on this "
         "port (on BELLHOOK_HOST); unset: not served. `serve` has them on its own port",
     )
+    metrics_refresh: float = Field(
+        default=5.0,
+        ge=0,
+        description="seconds a scrape reuses the database's gauges (backlog, webhooks) for",
+    )
     metrics_token: SecretStr | None = Field(
         default=None, description="when set, /metrics requires `Authorization: Bearer <token>`"
     )

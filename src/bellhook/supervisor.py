@@ -32,6 +32,8 @@ from bellhook.observability.metrics import MULTIPROCESS_ENV, multiprocess_regist
 from bellhook.runtime import Runtime
 
 log = structlog.get_logger("bellhook.worker")
+# Where metrics go is the parent's to say, and the metrics port is the parent's.
+_NOT_INHERITED = (MULTIPROCESS_ENV, MULTIPROCESS_ENV.lower(), "BELLHOOK_METRICS_PORT")
 
 
 def shares_of(limit: int, processes: int) -> list[int]:
@@ -80,8 +82,18 @@ async def supervise(settings: Settings, rt: Runtime, argv: Sequence[str] | None 
     serves it, summing the children's metrics."""
     if settings.metrics_port is None:
         return await _supervise(settings, rt, argv, None)
-    with tempfile.TemporaryDirectory(prefix="bellhook-metrics-") as metrics_dir:
-        return await _supervise(settings, rt, argv, metrics_dir)
+    try:
+        directory = tempfile.TemporaryDirectory(prefix="bellhook-metrics-")
+    except OSError as exc:
+        raise ConfigurationError(
+            f"no directory for the worker processes' metrics: {exc.strerror or exc} "
+            "(set TMPDIR to a writable directory)"
+        ) from exc
+    rt.components["dispatcher"] = lambda: "starting the worker processes"
+    with directory as metrics_dir:
+        # The port first: when it cannot be served, no child has started.
+        async with _metrics_port(rt, metrics_dir):
+            return await _supervise(settings, rt, argv, metrics_dir)
 
 
 async def _supervise(
@@ -124,8 +136,7 @@ async def _supervise(
             max_concurrency_each=[int(e["BELLHOOK_MAX_CONCURRENCY"]) for e in envs],
             per_webhook_each=[int(e["BELLHOOK_PER_WEBHOOK_CONCURRENCY"]) for e in envs],
         )
-        async with _metrics_port(rt, metrics_dir):
-            unprompted = await _watch(children, stopping, stop_all, metrics_dir)
+        unprompted = await _watch(children, stopping, stop_all, metrics_dir)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from sqlalchemy import func, select
@@ -30,6 +31,9 @@ from tests.support import (
     bellhook_env,
     create_webhook,
     eventually,
+    free_port,
+    scrape,
+    value,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -206,11 +210,26 @@ async def test_a_backlog_past_its_bound_pauses_consumption_until_it_drains(
         database_url, kafka_broker, topic,
         BELLHOOK_KAFKA_MAX_BACKLOG=str(bound), BELLHOOK_KAFKA_BATCH_SIZE=str(batch),
     )  # fmt: skip
-    consumer = Server(env, tmp_path / "consumer.log", consume=[])
+    metrics_port = free_port()
+    consumer = Server(env, tmp_path / "consumer.log", consume=["--metrics-port", str(metrics_port)])
     await consumer.start()
     await consumer.wait_for_output("kafka.paused", timeout=JOIN_WAIT)
     paused = logged(consumer, "kafka.paused")[0]
     assert paused["reason"] == "backlog" and paused["pending"] > bound
+
+    # Its metrics port says so: paused, and most of the topic behind the committed offset.
+    lag = ("bellhook_kafka_consumer_lag", (("partition", "0"), ("topic", topic)))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics_port}") as ops:
+        samples = await eventually(
+            lambda: scrape(ops),
+            lambda s: lag in s and total - s[lag] > bound,  # measured since the pause
+            what="the lag measured while paused",
+        )
+        assert value(samples, "bellhook_kafka_paused") == 1
+        assert total - samples[lag] <= bound + 2 * batch  # what was read and stored
+        unready = (await ops.get("/readyz")).json()
+    assert unready["success"] is True  # paused by backpressure is still ready
+    assert unready["data"]["checks"]["kafka"] == "ok"
 
     async def pending() -> int:
         return await setup.svc.runtime.deliveries.pending()

@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from bellhook.runtime import utc_now
+from bellhook.store.tables import deliveries
 from tests.conftest import Service
 from tests.support import (
     SECRET,
@@ -110,20 +114,44 @@ async def test_counters_move_by_exactly_what_was_delivered(
 
 
 async def test_the_backlog_gauges_say_what_waits_and_for_how_long(
-    delivering: Deliver, receivers: Start
+    serve: Callable[..., Any],
 ) -> None:
-    broken = await receivers(status(503))
-    env = await delivering(retry_schedule="3600")
-    hook = await create_webhook(env.api, broken.url())
-    await publish(env.api, id="evt_waits")
-    await eventually(
-        lambda: settled(env.api, hook["id"], "evt_waits", "pending"),
-        lambda d: d["attemptCount"] == 1,
-        what="the first attempt recorded",
-    )
-    s = await scrape(env.svc.client())
-    assert value(s, "bellhook_deliveries_pending") == 1
-    assert value(s, "bellhook_deliveries_due") == 0  # its retry is an hour away
+    """No dispatcher here: what is published stays due. A disabled webhook's deliveries
+    are pending but not due (no worker sends them until it is enabled again)."""
+    svc: Service = await serve(worker=False, dev_mode=True, metrics_refresh=0)
+    async with svc.client(await svc.new_key("ops", admin=True)) as api, svc.client() as anon:
+        hook = await create_webhook(api, "http://127.0.0.1:9/never-called")
+        later = await create_webhook(api, "http://127.0.0.1:9/later", events=["comment.created"])
+        await publish(api, id="evt_waits")
+        await publish(api, "comment.created", {"id": "c1", "post_id": "p1"}, id="evt_later")
+        s = await scrape(anon)
+        assert value(s, "bellhook_deliveries_pending") == 2
+        assert value(s, "bellhook_deliveries_due") == 2
+
+        # The first was due a minute ago, the second is a retry an hour away.
+        async with svc.runtime.db.write() as conn:
+            await conn.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.webhook_id == hook["id"])
+                .values(next_attempt_at=utc_now() - timedelta(seconds=60))
+            )
+            await conn.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.webhook_id == later["id"])
+                .values(next_attempt_at=utc_now() + timedelta(hours=1))
+            )
+        s = await scrape(anon)
+        assert value(s, "bellhook_deliveries_pending") == 2
+        assert value(s, "bellhook_deliveries_due") == 1
+        assert 60 <= value(s, "bellhook_oldest_due_delivery_age_seconds") < 3600
+
+        ok_data(await api.patch(f"/api/webhooks/{hook['id']}", json={"status": "disabled"}))
+        s = await scrape(anon)
+        assert value(s, "bellhook_deliveries_pending") == 2
+        assert value(s, "bellhook_deliveries_due") == 0
+        assert value(s, "bellhook_oldest_due_delivery_age_seconds") == 0
+        assert value(s, "bellhook_webhooks", status="disabled") == 1
+        assert value(s, "bellhook_webhooks", status="active") == 1
 
 
 async def test_metrics_ask_for_the_token_when_one_is_set(serve: Callable[..., Any]) -> None:
@@ -260,9 +288,9 @@ async def test_worker_processes_sum_their_metrics_on_the_metrics_port(
         await api_server.stop()
 
 
-@pytest.mark.parametrize("command", ["worker"])
-async def test_a_metrics_port_in_use_is_a_clear_error(
-    database_url: str, command: str, tmp_path: Path
+@pytest.mark.parametrize("processes", ["1", "2"])
+async def test_a_metrics_port_in_use_is_a_clear_error_and_starts_nothing(
+    database_url: str, processes: str
 ) -> None:
     import asyncio
     import socket
@@ -274,10 +302,12 @@ async def test_a_metrics_port_in_use_is_a_clear_error(
         port = taken.getsockname()[1]
         env = bellhook_env(BELLHOOK_DATABASE_URL=database_url)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bellhook", command, "--metrics-port", str(port),
+            sys.executable, "-m", "bellhook", "worker", "--processes", processes,
+            "--metrics-port", str(port),
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         _out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
     assert f"cannot serve metrics on 127.0.0.1:{port}" in err.decode()
     assert "Traceback" not in err.decode()
+    assert "dispatcher.started" not in err.decode() + _out.decode()  # no child ran

@@ -11,7 +11,7 @@ import pytest
 
 from bellhook.errors import ConfigurationError
 from bellhook.observability import tracing
-from bellhook.observability.tracing import Tracing, _without_secrets, from_environment
+from bellhook.observability.tracing import Tracing, _destination, from_environment
 
 # The modules of the delivery path and ingest, with tracing off, as a worker runs them.
 # (FastAPI imports part of opentelemetry-api on its own, so the API app is left out.)
@@ -60,10 +60,21 @@ def test_on_without_the_otel_extra_is_a_configuration_error(
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
-        ("https://example.com/hook?token=abc#f", "https://example.com/hook"),
-        ("https://user:pw@example.com:8443/h", "https://example.com:8443/h"),
-        ("http://[::1]:9000/x?y=1", "http://[::1]:9000/x"),
+        (
+            "https://hooks.slack.com/services/T0/B0/XXXXsecret?token=abc#f",
+            {"url.scheme": "https", "server.address": "hooks.slack.com", "server.port": 443},
+        ),
+        (
+            "https://user:pw@example.com:8443/h",
+            {"url.scheme": "https", "server.address": "example.com", "server.port": 8443},
+        ),
+        (
+            "http://[::1]:9000/x?y=1",
+            {"url.scheme": "http", "server.address": "::1", "server.port": 9000},
+        ),
     ],
 )
-def test_a_span_shows_no_credentials_of_a_url(url: str, shown: str) -> None:
-    assert _without_secrets(url) == shown
+def test_a_span_shows_where_a_delivery_went_but_no_path_or_credentials(
+    url: str, shown: dict[str, object]
+) -> None:
+    assert _destination(url) == shown

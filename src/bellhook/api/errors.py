@@ -147,6 +147,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+TOO_LARGE = "bellhook.body_too_large"  # set in the scope by api.limits
 # The ingest routes, by the source their refusals count under (bellhook_events_rejected).
 INGEST_SOURCES = {"/api/events": "http", "/api/events/batch": "batch"}
 
@@ -164,7 +165,11 @@ def count_refusal(app: Any, path: str, method: str, code: str) -> None:
 def _counted(handler: Handler) -> Handler:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         response = await handler(request, exc)
-        if 400 <= response.status_code < 500 and request.url.path in INGEST_SOURCES:
+        if (
+            400 <= response.status_code < 500
+            and request.url.path in INGEST_SOURCES
+            and not request.scope.get(TOO_LARGE)  # answered (and counted) as a 413 instead
+        ):
             code = json.loads(bytes(response.body))["error"]["code"]
             count_refusal(request.app, request.url.path, request.method, code)
         return response

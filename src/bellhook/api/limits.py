@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bellhook.api.errors import count_refusal, error_response
+from bellhook.api.errors import TOO_LARGE, count_refusal, error_response
 
 
 class BodyTooLarge(Exception):
@@ -48,6 +48,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > max_bytes:
                     exceeded = True
+                    scope[TOO_LARGE] = True  # counted once, as payload_too_large (api.errors)
                     raise BodyTooLarge
             return message
 

@@ -32,6 +32,16 @@ async def send_now(rt: Runtime, job: Job, *, final: bool) -> AttemptResult:
     disabled = await rt.deliveries.record(
         done, now=rt.clock(), auto_disable_after=timedelta(seconds=rt.settings.auto_disable_after)
     )
+    log.info(
+        "delivery.test_sent" if job.is_test else "delivery.manual_attempt",
+        delivery_id=job.delivery_id,
+        webhook_id=job.webhook_id,
+        event_id=job.event_id,
+        attempt=job.attempt_count + 1,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+        error_kind=str(result.error_kind) if result.error_kind else None,
+    )
     rt.metrics.delivered(done, now=rt.clock())
     rt.metrics.disabled(len(disabled))
     for webhook_id in disabled:

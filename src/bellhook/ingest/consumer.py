@@ -111,7 +111,8 @@ class KafkaIngest:
         try:
             await self._run()
         except BaseException as exc:
-            self.state.failed = exc.message if isinstance(exc, BellhookError) else repr(exc)
+            # /readyz answers anyone: the error's kind, and the details in the log.
+            self.state.failed = exc.code if isinstance(exc, BellhookError) else type(exc).__name__
             raise
 
     async def _run(self) -> None:
@@ -153,6 +154,7 @@ class KafkaIngest:
                     await self._pause(reason, error=exc.message, cause=cause_of(exc))
                 # The pause above is the line an operator sees; each try is a detail.
                 log.debug("kafka.store_failed", error=exc.message, retry_in=round(delay, 2))
+                await self._check_lag()  # the lag grows meanwhile: metrics keep saying so
                 wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not a secret)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), wait)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -253,8 +254,7 @@ class KafkaClient:
 
     async def lags(self) -> list[tuple[str, int, int]]:
         """(topic, partition, messages after the committed offset) of each partition
-        assigned: the broker's end of the log, asked (a paused consumer fetches
-        nothing, so that the ends cached from fetches would stand still)."""
+        assigned."""
         return list(await self._run(self._lags))
 
     def _lags(self) -> list[tuple[str, int, int]]:
@@ -265,17 +265,33 @@ class KafkaClient:
             positions = {
                 (p.topic, p.partition): p.offset for p in self._consumer.position(assignment)
             }
+            # A partition not read since it was assigned (paused: backpressure, an
+            # outage) has no position yet: its committed offset says where it stands.
+            unread = [p for p in assignment if positions.get((p.topic, p.partition), -1) < 0]
+            if unread:
+                for p in self._consumer.committed(unread, timeout=LAG_TIMEOUT):
+                    positions[p.topic, p.partition] = p.offset
         except self._kafka.KafkaException:
             return []  # between a revoke and an assignment; asked again later
         found = []
+        # One request a partition, on the client's one thread: within LAG_TIMEOUT in
+        # all, so that a slow broker delays polls and commits by that much at most.
+        deadline = time.monotonic() + LAG_TIMEOUT
         for tp in assignment:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             key = (tp.topic, tp.partition)
             try:
-                _low, high = self._consumer.get_watermark_offsets(tp, timeout=LAG_TIMEOUT)
+                _low, high = self._consumer.get_watermark_offsets(tp, timeout=left)
             except self._kafka.KafkaException:
-                continue  # said again at the next try; the broker's trouble is logged
+                continue  # asked again at the next check; the broker's trouble is logged
+            # The larger of what the broker says now and what the last fetch said: a
+            # paused consumer's fetches stand still, and some Kafka-protocol brokers
+            # (Tansu) answer the query with less than their fetches report.
+            high = max(high, self._consumer.get_watermark_offsets(tp, cached=True)[1])
             done = self._stored.get(key, positions.get(key, -1))
-            if high >= 0 and done >= 0:  # no position yet: nothing read of it so far
+            if high >= 0 and done >= 0:  # nothing committed yet: unknown, not 0
                 found.append((tp.topic, tp.partition, max(high - done, 0)))
         return found
 

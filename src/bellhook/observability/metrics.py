@@ -49,7 +49,7 @@ SUCCESS = "success"
 
 def in_child_process() -> bool:
     """Whether this process writes its values for a supervising process to sum."""
-    return bool(os.environ.get(MULTIPROCESS_ENV))
+    return bool(os.environ.get(MULTIPROCESS_ENV) or os.environ.get(MULTIPROCESS_ENV.lower()))
 
 
 class Metrics:
@@ -66,7 +66,7 @@ class Metrics:
         )
         self.failed = Counter(
             "bellhook_deliveries_failed",
-            "Deliveries that failed for good (no retry left, 410 Gone, webhook disabled).",
+            "Deliveries that failed for good (no retry left, or 410 Gone).",
             ("event_type", "error_kind"),
             registry=r,
         )
@@ -84,7 +84,7 @@ class Metrics:
         )
         self.end_to_end_seconds = Histogram(
             "bellhook_delivery_end_to_end_seconds",
-            "From the event's acceptance to the delivery's successful attempt (retries too).",
+            "From the event's acceptance to its delivery's successful scheduled attempt.",
             buckets=END_TO_END_BUCKETS,
             registry=r,
         )
@@ -126,7 +126,7 @@ class Metrics:
         )
         self.kafka_rebalances = Counter(
             "bellhook_kafka_rebalances",
-            "Partition assignments changed: assigned, revoked, lost.",
+            "Partition assignments this consumer took part in: assigned, revoked.",
             ("kind",),
             registry=r,
         )
@@ -155,15 +155,19 @@ class Metrics:
         for c in batch:
             job, result = c.job, c.result
             observe_attempt(result.latency_ms / 1000)
+            decision = c.decision
+            # A manual retry (no decision) leaves the schedule alone, and a test send is
+            # no delivery of an event: attempts, but neither retries, failures nor
+            # end-to-end times (a retry of a delivery that succeeded would count twice).
+            scheduled = decision is not None and not job.is_test
             if result.succeeded:
                 attempts[job.event_type, SUCCESS] += 1
-                if job.accepted_at is not None and not job.is_test:
+                if scheduled and job.accepted_at is not None:
                     observe_end_to_end(max((now - job.accepted_at).total_seconds(), 0.0))
                 continue
             kind = str(result.error_kind or "unknown")
             attempts[job.event_type, kind] += 1
-            decision = c.decision
-            if decision is None:  # a manual retry: the schedule is not changed
+            if decision is None or not scheduled:
                 continue
             if decision.status is DeliveryStatus.PENDING:
                 retries[job.event_type, kind] += 1

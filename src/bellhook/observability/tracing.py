@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from bellhook import __version__
 from bellhook.errors import ConfigurationError
@@ -226,7 +226,7 @@ class OpenTelemetryTracing(Tracing):
             "bellhook.event_type": job.event_type,
             "bellhook.attempt": job.attempt_count + 1,
             "http.request.method": "POST",
-            "url.full": _without_secrets(job.url),
+            **_destination(job.url),
         }
         if manual:
             attributes["bellhook.manual"] = True
@@ -287,11 +287,13 @@ class OpenTelemetryTracing(Tracing):
             await asyncio.to_thread(self.provider.force_flush)
 
 
-def _without_secrets(url: str) -> str:
-    """``url`` without its user info, query and fragment (they may hold credentials)."""
+def _destination(url: str) -> dict[str, str | int]:
+    """Where a delivery went: scheme, host and port only. Not the path: many receivers
+    (Slack's, Discord's) put their token there, and spans go to a third party's
+    collector; nor user info or the query string."""
     try:
         parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        return ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+        return {}
+    return {"url.scheme": parts.scheme, "server.address": parts.hostname or "", "server.port": port}

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Select,
     delete,
     func,
+    literal_column,
     select,
     update,
 )
@@ -530,12 +531,21 @@ class DeliveryRepository:
             return int((await conn.execute(query)).scalar_one())
 
     async def backlog(self, *, now: datetime) -> Backlog:
-        """The pending deliveries, how many are due, and since when the oldest due one
-        waits: one pass over the pending deliveries' partial index."""
-        due = deliveries.c.next_attempt_at <= now
-        query = select(
-            func.count(), func.count().filter(due), func.min(deliveries.c.next_attempt_at)
-        ).where(PENDING_ONLY)
+        """The pending deliveries; how many of active webhooks are due, and since when the
+        oldest of those waits. A disabled webhook's pending deliveries count as pending
+        but not as due: no worker sends them until it is enabled again, and they would
+        otherwise read as a stalled queue."""
+        active = webhooks.c.status == ACTIVE
+        query = (
+            select(
+                func.count(),
+                func.count().filter(active, deliveries.c.next_attempt_at <= now),
+                func.min(deliveries.c.next_attempt_at).filter(active),
+            )
+            .select_from(deliveries.join(webhooks, webhooks.c.id == deliveries.c.webhook_id))
+            # Written out, as the pending deliveries' partial index is (PENDING_ONLY).
+            .where(deliveries.c.status == literal_column(f"'{PENDING}'"))
+        )
         async with self.db.read() as conn:
             pending, due_now, earliest = (await conn.execute(query)).one()
         waited = 0.0

@@ -151,7 +151,13 @@ attempts = Table(
     Index("ix_attempts_delivery", "delivery_id", "started_at"),
     Index("ix_attempts_started", "started_at"),
     # A webhook's recent attempts (store.stats), without reading every webhook's.
-    Index("ix_attempts_webhook_started", "webhook_id", "started_at"),
+    # A webhook's stats (store.stats); on PostgreSQL, read from the index alone.
+    Index(
+        "ix_attempts_webhook_started",
+        "webhook_id",
+        "started_at",
+        postgresql_include=["latency_ms", "status_code", "error_kind"],
+    ),
 )
 
 # Messages the Kafka consumer could not accept (a dead-letter table): kept so that an

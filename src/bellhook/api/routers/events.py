@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Header, Request, status
 
 from bellhook.api.deps import AdminDep, RuntimeDep, runtime
@@ -22,6 +23,8 @@ from bellhook.api.schemas import (
 from bellhook.ingest.intake import Refusal, accept_item, new_event
 from bellhook.runtime import Runtime
 from bellhook.store.events import Accepted, NewEvent
+
+log = structlog.get_logger("bellhook.api")
 
 router = APIRouter(
     prefix="/api/events",
@@ -92,8 +95,13 @@ async def publish_batch(
         accepted = await rt.events.ingest(events, now=now)
     rt.metrics.ingested_events("batch", [e.type for _, e in valid], [a.duplicate for a in accepted])
     if len(valid) < len(body.events):
-        rt.metrics.rejected_events(
-            "batch", (r.error.code for r in results if r is not None and r.error is not None)
+        refused = [(i, r.error.code) for i, r in enumerate(results) if r and r.error]
+        rt.metrics.rejected_events("batch", (code for _, code in refused))
+        log.info(
+            "ingest.refused",
+            source="batch",
+            refused=len(refused),
+            items=[{"index": i, "code": code} for i, code in refused[:20]],
         )
     for (index, _), outcome in zip(valid, accepted, strict=True):
         results[index] = BatchItemOut(
