@@ -1,4 +1,4 @@
-"""The ``bellhook`` command: serve, worker, consume, migrate, keys."""
+"""The ``bellhook`` command: serve, worker, consume, migrate, listen, keys."""
 
 from __future__ import annotations
 
@@ -267,6 +267,84 @@ async def operations_port(rt: Runtime) -> AsyncIterator[None]:
 
     async with serving_operations(rt, port=rt.settings.metrics_port):
         yield
+
+
+@app.command()
+def listen(
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="the webhook's secret; give it twice during a rotation, either one "
+            "verifies [env BELLHOOK_LISTEN_SECRET, several separated by spaces]",
+            metavar="SECRET",
+            show_default=False,
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(help="0 picks a free port", min=0, max=65535)] = 4000,
+    host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
+    path: Annotated[
+        str | None,
+        typer.Option(help="answer deliveries on this path only (default: any path)"),
+    ] = None,
+    forward_to: Annotated[
+        str | None,
+        typer.Option(
+            help="send each verified delivery (same body and headers) to this URL and "
+            "answer with its status and body",
+            metavar="URL",
+            show_default=False,
+        ),
+    ] = None,
+    tolerance: Annotated[
+        int, typer.Option(help="seconds webhook-timestamp may be away from now", min=0)
+    ] = 300,
+    json_lines: Annotated[
+        bool,
+        typer.Option("--json", help="one JSON line per delivery on stdout, for scripts"),
+    ] = False,
+) -> None:
+    """Receive deliveries locally: verify, print and answer them (for development).
+
+    Every POST must pass each signature scheme whose headers it carries
+    (X-Webhook-Signature, Standard Webhooks) and carry one; it is answered 200,
+    or 401 when a signature is missing or wrong. Stop it with Ctrl-C.
+
+    \b
+    Example, with bellhook running as `bellhook serve --dev`:
+      bellhook listen --port 4000 --secret "$SECRET" --forward-to http://127.0.0.1:3000/webhook
+    then create a webhook with the url http://127.0.0.1:4000/ and that secret.
+    """
+    import os
+
+    from bellhook.listen import ListenOptions
+    from bellhook.listen import listen as serve_listener
+
+    secrets = list(secret or os.environ.get("BELLHOOK_LISTEN_SECRET", "").split())
+    if not secrets or not all(secrets):
+        err.print(
+            "[red]bellhook: give the webhook's secret: --secret or BELLHOOK_LISTEN_SECRET[/red]"
+        )
+        raise typer.Exit(2)
+    if path is not None and not path.startswith("/"):
+        err.print("[red]bellhook: --path must start with /[/red]")
+        raise typer.Exit(2)
+    if forward_to is not None and not forward_to.startswith(("http://", "https://")):
+        err.print("[red]bellhook: --forward-to must be an http:// or https:// URL[/red]")
+        raise typer.Exit(2)
+    options = ListenOptions(
+        secrets=secrets,
+        host=host,
+        port=port,
+        path=path,
+        forward_to=forward_to,
+        tolerance=tolerance,
+        json_lines=json_lines,
+    )
+    try:
+        asyncio.run(serve_listener(options, Console(soft_wrap=True), err))
+    except OSError as exc:
+        err.print(f"[red]bellhook: cannot listen on {host}:{port}: {exc.strerror or exc}[/red]")
+        raise typer.Exit(1) from exc
 
 
 @app.command()
