@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: install run test lint format bench bench-quick bench-growth clean kafka-demo
+.PHONY: install run demo test lint format bench bench-quick bench-growth clean kafka-demo
 
 $(STAMP): pyproject.toml constraints.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -38,6 +38,10 @@ test: lint $(NODE_STAMP)
 	$(BIN)/pytest
 
 # Kafka in, a signed webhook out: a local broker, bellhook consuming, a receiver (docs/kafka.md).
+# A verified delivery within a minute: bellhook, a receiver and events, all on loopback.
+demo: install
+	$(BIN)/bellhook demo
+
 kafka-demo: install
 	$(BIN)/python examples/kafka_demo.py
 

@@ -348,6 +348,37 @@ def listen(
 
 
 @app.command()
+def demo(
+    once: Annotated[
+        bool, typer.Option("--once", help="exit when the deliveries are shown (for scripts)")
+    ] = False,
+    port: Annotated[int, typer.Option(help="bellhook's port (0: any free one)")] = 0,
+    timeout: Annotated[
+        float, typer.Option(help="seconds to wait for every delivery", show_default=True)
+    ] = 60.0,
+) -> None:
+    """See bellhook deliver: in dev mode, on a temporary database, to a local receiver.
+
+    Publishes one event of each type, shows each delivery arriving with both
+    signatures verified and a failed attempt being retried, then keeps running for you
+    to try the API until Ctrl-C, which removes everything.
+
+    Example: bellhook demo
+    """
+    from bellhook.demo import run_demo
+
+    configure_logging("warning", "console")
+    out = Console(soft_wrap=True)  # a line a delivery, whatever the terminal's width
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(run_demo(out, once=once, port=port, wait_up_to=timeout))
+    except BellhookError as exc:
+        err.print(f"[red]bellhook: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
 def version() -> None:
     """Print bellhook's version."""
     typer.echo(__version__)
