@@ -1,4 +1,5 @@
-"""The ``bellhook`` command: serve, worker, consume, migrate, listen, keys."""
+"""The ``bellhook`` command: serve, worker, consume, migrate, listen, keys, and the client
+commands of ``bellhook.commands`` (webhooks, events, deliveries, recover)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bellhook import __version__
+from bellhook.commands import deliveries, events, recover, webhooks
+from bellhook.commands.common import EXIT_CODES
 from bellhook.config import Settings
 from bellhook.errors import BellhookError
 from bellhook.logs import configure_logging
@@ -25,14 +28,19 @@ T = TypeVar("T")
 app = typer.Typer(
     name="bellhook",
     help="bellhook: webhook delivery for Bellamy Book.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion
     rich_markup_mode=None,  # help texts show "[env BELLHOOK_...]" literally
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 secrets_app = typer.Typer(help="Webhook signing secrets at rest.", no_args_is_help=True)
 app.add_typer(secrets_app, name="secrets")
+# Client commands: they call a running service through bellhook.Client.
+app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(events.app, name="events")
+app.add_typer(deliveries.app, name="deliveries")
 err = Console(stderr=True)
 
 DatabaseOpt = Annotated[
@@ -115,7 +123,12 @@ def serve(
     ] = None,
     log_level: LogLevelOpt = None,
 ) -> None:
-    """Serve the HTTP API (and, by default, deliver webhooks)."""
+    """Serve the HTTP API (and, by default, deliver webhooks).
+
+    \b
+    Example: bellhook serve --port 8080 --database-url postgresql://bellhook@db/bellhook
+    (add --dev to let webhooks target http:// and local addresses while developing)
+    """
     import uvicorn
 
     from bellhook.api.app import create_app
@@ -157,7 +170,11 @@ def worker(
     log_level: LogLevelOpt = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
-    """Deliver webhooks without serving the API (run `serve --no-worker` beside it)."""
+    """Deliver webhooks without serving the API (run `serve --no-worker` beside it).
+
+    \b
+    Example: bellhook worker --processes 2 --metrics-port 9100
+    """
     import signal
 
     from bellhook.delivery.dispatcher import Dispatcher
@@ -213,7 +230,11 @@ def consume(
     log_level: LogLevelOpt = None,
     metrics_port: MetricsPortOpt = None,
 ) -> None:
-    """Consume events from Kafka into deliveries (run `worker` to send them)."""
+    """Consume events from Kafka into deliveries (run `worker` to send them).
+
+    \b
+    Example: bellhook consume --bootstrap-servers kafka-1:9092 --topics bellamy.events
+    """
     import signal
 
     from bellhook.ingest.consumer import KafkaIngest
@@ -247,7 +268,11 @@ def consume(
 
 @app.command()
 def migrate(database_url: DatabaseOpt = None) -> None:
-    """Bring the database schema up to date (serve and worker also do this on start)."""
+    """Bring the database schema up to date (serve and worker also do this on start).
+
+    \b
+    Example: BELLHOOK_DATABASE_URL=postgresql://bellhook@db/bellhook bellhook migrate
+    """
     settings = load_settings(database_url=database_url)
     run_with_runtime(settings, _nothing)
     typer.echo("database is up to date")
@@ -380,7 +405,10 @@ def demo(
 
 @app.command()
 def version() -> None:
-    """Print bellhook's version."""
+    """Print bellhook's version.
+
+    Example: bellhook version
+    """
     typer.echo(__version__)
 
 
@@ -393,7 +421,11 @@ def keys_create(
     name: Annotated[str | None, typer.Option(help="a label for the key")] = None,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """Create an API key; the key itself is printed alone on the last line."""
+    """Create an API key; the key itself is printed alone on the last line.
+
+    \b
+    Example: KEY=$(bellhook keys create --owner acme --name ci | tail -1)
+    """
     if not owner.strip() or len(owner) > 255:
         err.print("[red]bellhook: --owner must be 1 to 255 characters[/red]")
         raise typer.Exit(2)
@@ -414,7 +446,10 @@ def keys_list(
     owner: Annotated[str | None, typer.Option(help="only this owner's keys")] = None,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """List API keys (never the keys themselves)."""
+    """List API keys (never the keys themselves).
+
+    Example: bellhook keys list --owner acme
+    """
     settings = load_settings(database_url=database_url)
     keys = run_with_runtime(settings, lambda rt: rt.keys.list(owner))
     table = Table("id", "owner", "admin", "name", "created", "last used", "revoked")
@@ -433,7 +468,10 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, database_url: DatabaseOpt = None) -> None:
-    """Revoke an API key: calls with it get 401 from now on."""
+    """Revoke an API key: calls with it get 401 from now on.
+
+    Example: bellhook keys revoke key_0hov2l… (the id `bellhook keys list` shows)
+    """
     settings = load_settings(database_url=database_url)
     run_with_runtime(settings, lambda rt: rt.keys.revoke(key_id, now=utc_now()))
     typer.echo(f"revoked {key_id}")
@@ -446,6 +484,9 @@ def secrets_reencrypt(database_url: DatabaseOpt = None) -> None:
     After putting a new key first in BELLHOOK_ENCRYPTION_KEY (old keys after it), run
     this once; then the old keys can be removed. Plain (unencrypted) secrets are
     encrypted too. Safe to run while bellhook is serving, and to run again.
+
+    \b
+    Example: BELLHOOK_ENCRYPTION_KEY="$NEW_KEY,$OLD_KEY" bellhook secrets reencrypt
     """
     settings = load_settings(database_url=database_url)
     if settings.encryption_key is None:
@@ -459,6 +500,9 @@ def secrets_reencrypt(database_url: DatabaseOpt = None) -> None:
         f"re-encrypted the secrets of {done.changed} of {done.webhooks} webhooks with the first "
         "key; every stored secret now opens with it alone"
     )
+
+
+app.command("recover")(recover.recover)  # a client command, listed after the others
 
 
 def main() -> None:
