@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from rich.markup import escape
 
 from bellhook.config import Settings
 from bellhook.domain.catalog import CATALOG
-from bellhook.errors import BellhookError
+from bellhook.errors import BellhookError, ConfigurationError
 from bellhook.listen import check_delivery
 
 SECRET = "whsec_demo_0123456789abcdefghij"  # noqa: S105 (a demo's, printed on purpose)
@@ -113,7 +114,16 @@ async def running_bellhook(settings: Settings) -> AsyncIterator[tuple[str, str]]
     # The demo's own SIGINT and SIGTERM handlers stop it in order (run_demo), rather
     # than uvicorn's stopping the server under it.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve())
+    # The socket first, so that a port in use is a clear error, not uvicorn's exit.
+    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listening.bind(("127.0.0.1", settings.port))
+    except OSError as exc:
+        listening.close()
+        raise ConfigurationError(
+            f"cannot serve the demo on 127.0.0.1:{settings.port}: {exc.strerror or exc}"
+        ) from exc
+    task = asyncio.create_task(server.serve(sockets=[listening]))
     try:
         while not server.started:
             if task.done():
@@ -127,6 +137,7 @@ async def running_bellhook(settings: Settings) -> AsyncIterator[tuple[str, str]]
     finally:
         server.should_exit = True
         await task
+        listening.close()
 
 
 async def run_demo(out: Console, *, once: bool, port: int, wait_up_to: float) -> int:

@@ -67,3 +67,17 @@ async def test_ctrl_c_stops_the_demo_and_removes_its_files() -> None:
     assert demo.returncode == 0, rest.decode()
     assert "demo stopped" in rest.decode()
     assert not database.parent.exists()
+
+
+async def test_a_port_in_use_is_one_clear_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        demo = await start_demo("--once", "--port", str(port))
+        out, _ = await asyncio.wait_for(demo.communicate(), 60)
+    assert demo.returncode == 1
+    assert f"cannot serve the demo on 127.0.0.1:{port}" in out.decode()
+    assert "Traceback" not in out.decode()

@@ -62,6 +62,22 @@ def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
+class InvalidUrl(ValueError):
+    """The service's URL cannot be called (raised when the client is made)."""
+
+
+def _check_url(base_url: str) -> None:
+    try:
+        url = httpx.URL(base_url)
+        port = url.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InvalidUrl(f"{base_url!r} is not a valid URL ({exc})") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise InvalidUrl(f"{base_url!r} is not an http:// or https:// URL with a host")
+    if port is not None and not 0 < port < 65536:
+        raise InvalidUrl(f"{base_url!r} has no valid port (1 to 65535)")
+
+
 def _check_key(api_key: str | None) -> None:
     # Checked here so that httpx never builds an error message around the key.
     if api_key is not None and (not api_key or not all("\x21" <= ch <= "\x7e" for ch in api_key)):
@@ -89,6 +105,7 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         _check_key(api_key)
+        _check_url(base_url)
         headers = {"User-Agent": f"bellhook-client/{__version__}", "Accept": "application/json"}
         if api_key is not None:
             headers["Authorization"] = f"Bearer {api_key}"

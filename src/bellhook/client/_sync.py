@@ -48,12 +48,24 @@ class _LoopThread:
     def stop(self) -> None:
         if self.loop.is_closed():
             return
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("a SyncClient cannot be closed from its own loop")
+        # Calls still under way (from other threads) end with CancelledError, rather
+        # than wait for ever on a loop that no longer runs.
+        asyncio.run_coroutine_threadsafe(_cancel_others(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
 
 
 _END = object()
+
+
+async def _cancel_others() -> None:
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 async def _next(items: AsyncIterator[Any]) -> Any:

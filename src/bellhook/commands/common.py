@@ -131,8 +131,12 @@ def run(target: Target, action: Callable[[Client], Awaitable[T]]) -> T:
 
     if not target.url.startswith(("http://", "https://")):
         fail(f"--url must be an http:// or https:// URL, not {target.url!r}", USAGE)
+    from bellhook.client._async import InvalidUrl
+
     try:
         client = Client(target.url, target.api_key)
+    except InvalidUrl as exc:
+        fail(f"--url: {exc}", USAGE)
     except ValueError:
         # The key itself is never repeated.
         fail("the API key must be printable ASCII without spaces", USAGE)

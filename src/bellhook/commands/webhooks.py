@@ -154,7 +154,7 @@ def create(
         return
     out.print(f"created webhook {hook.id} for {hook.url} ({', '.join(hook.events)})")
     if hook.secret is not None:
-        out.print("its signing secret; store it now, it is shown only once:")
+        out.print(f"its signing secret (again at any time: bellhook webhooks secret {hook.id}):")
         out.print(hook.secret)
 
 
