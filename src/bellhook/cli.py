@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -93,18 +93,23 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 50, 100)
 
 
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """``main`` on a uvloop event loop; a BellhookError is one red line and exit 1."""
+    try:
+        # uvloop, as uvicorn uses for serve: the worker's event loop is its hot path.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    except BellhookError as exc:
+        err.print(f"[red]bellhook: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+
+
 def run_with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
     async def main() -> T:
         async with open_runtime(settings) as rt:
             return await action(rt)
 
-    try:
-        # uvloop, as uvicorn uses for serve: the worker's event loop is its hot path.
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main())
-    except BellhookError as exc:
-        err.print(f"[red]bellhook: {exc.message}[/red]")
-        raise typer.Exit(1) from exc
+    return run_async(main())
 
 
 @app.command()
@@ -394,13 +399,7 @@ def demo(
 
     configure_logging("warning", "console")
     out = Console(soft_wrap=True)  # a line a delivery, whatever the terminal's width
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            code = runner.run(run_demo(out, once=once, port=port, wait_up_to=timeout))
-    except BellhookError as exc:
-        err.print(f"[red]bellhook: {exc.message}[/red]")
-        raise typer.Exit(1) from exc
-    raise typer.Exit(code)
+    raise typer.Exit(run_async(run_demo(out, once=once, port=port, wait_up_to=timeout)))
 
 
 @app.command()
